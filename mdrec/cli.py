@@ -1,0 +1,153 @@
+"""The `mdrec` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from mdrec import __version__
+from mdrec.errors import MdrecError
+
+CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False))
+RUN_DIR_OPT = click.option(
+    "--run-dir",
+    metavar="DIR",
+    help="Run directory, a local path or s3://bucket/prefix (default: run_dir from the config, else runs/<name>).",
+)
+SET_OPT = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set prepare.kcore=5 (repeatable; VALUE is read as YAML).",
+)
+FORCE_OPT = click.option("--force", is_flag=True, help="Redo the stage even if its committed output is current.")
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _load(config: str, overrides: tuple[str, ...], run_dir: str | None):
+    from mdrec.config import load_config
+
+    cfg = load_config(config, list(overrides))
+    if run_dir:
+        cfg.run_dir = run_dir
+    return cfg
+
+
+def _open_run_dir(cfg):
+    from mdrec.config import dump_config
+    from mdrec.storage import RunDir
+
+    run = RunDir(cfg.resolved_run_dir())
+    run.file("config.yaml").write_bytes(dump_config(cfg).encode())
+    return run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mdrec")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """mdrec: synthetic interactions for the cold domains of a multi-domain recommender, on Ray.
+
+    Every stage reads and writes Parquet under one run directory and is skipped on re-run when
+    its committed output is current for the same config and inputs.
+    """
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@CONFIG_ARG
+@RUN_DIR_OPT
+@SET_OPT
+@FORCE_OPT
+def prepare(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
+    """Clean, index and split the data; draw evaluation candidates.
+
+    Reads the source named in CONFIG (flat tables, Amazon raw files, or the generated world) and
+    writes <run-dir>/prepared/: interactions, train, cases (with sampled negatives), items,
+    users, domains and stats.json. Prints the domain table.
+    """
+    from mdrec.pipeline import run_stages
+
+    cfg = _load(config, overrides, run_dir)
+    run_stages(cfg, _open_run_dir(cfg), ["prepare"], force=force, log=_log)
+
+
+@cli.command()
+@CONFIG_ARG
+@RUN_DIR_OPT
+@SET_OPT
+@FORCE_OPT
+def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
+    """Run the whole pipeline for CONFIG, resuming from committed stages.
+
+    Stages available so far: prepare.
+    """
+    from mdrec.pipeline import STAGES, run_stages
+
+    cfg = _load(config, overrides, run_dir)
+    run_stages(cfg, _open_run_dir(cfg), list(STAGES), force=force, log=_log)
+
+
+@cli.command("config")
+@CONFIG_ARG
+@SET_OPT
+def show_config(config: str, overrides: tuple[str, ...]) -> None:
+    """Validate CONFIG and print it resolved, with every default filled in."""
+    from mdrec.config import dump_config
+
+    click.echo(dump_config(_load(config, overrides, None)), nl=False)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one line and exit 2; --debug shows tracebacks."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("MDREC_DEBUG"))
+    try:
+        cli.main(args=argv, prog_name="mdrec", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except MdrecError as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {_one_line(e)}", err=True)
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - last resort: still one line, with the type
+        cause = _user_error_inside(e)
+        if debug:
+            traceback.print_exc()
+        if cause is not None:
+            click.echo(f"error: {_one_line(cause)}", err=True)
+            sys.exit(cause.exit_code)
+        click.echo(f"error: {type(e).__name__}: {_one_line(e)[:500]} (run with --debug for the traceback)", err=True)
+        sys.exit(1)
+
+
+def _user_error_inside(e: BaseException) -> MdrecError | None:
+    """An MdrecError raised inside a Ray task arrives wrapped; find it."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MdrecError):
+            return e
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""One typed config tree for every stage, read from YAML and overridable with `--set a.b=c`.
+
+Every model forbids unknown keys, so a typo fails loudly with the key's dotted path instead of
+being ignored. Sources are a discriminated union on `type`, so each kind of input validates
+only the keys it understands.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mdrec.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class Role(str, enum.Enum):
+    """What a domain is to the experiment: sparse domains are the ones synthetic data should help."""
+
+    cold = "cold"
+    rich = "rich"
+
+
+class TableFormat(str, enum.Enum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+class TimeUnit(str, enum.Enum):
+    seconds = "s"
+    milliseconds = "ms"
+
+
+class AmazonRelease(str, enum.Enum):
+    """Amazon Review Data release; `auto` tells them apart by the keys of each record."""
+
+    auto = "auto"
+    r2014 = "2014"
+    r2018 = "2018"
+    r2023 = "2023"
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class InteractionColumns(StrictModel):
+    """Where each contract column of the interactions table is found in the source table."""
+
+    user_id: str = Field("user_id", description="Column holding the user id (cast to string).")
+    item_id: str = Field("item_id", description="Column holding the item id (cast to string).")
+    domain: str | None = Field(
+        "domain", description="Column holding the domain; null when the whole table is one domain."
+    )
+    timestamp: str | None = Field(
+        None, description="Column with event times (integer epoch, or a timestamp type). Give this or `seq`."
+    )
+    seq: str | None = Field(
+        None, description="Column with each event's position in the user's history. Give this or `timestamp`."
+    )
+    rating: str | None = Field(None, description="Optional numeric rating column.")
+
+    @model_validator(mode="after")
+    def _one_time_order(self) -> "InteractionColumns":
+        if (self.timestamp is None) == (self.seq is None):
+            raise ValueError("give exactly one of 'timestamp' or 'seq' as the time order column")
+        return self
+
+
+class ItemColumns(StrictModel):
+    """Where each contract column of the items table is found in the source table."""
+
+    item_id: str = Field("item_id", description="Column holding the item id.")
+    domain: str | None = Field(
+        "domain", description="Column holding the item's domain; null when the whole table is one domain."
+    )
+    title: str | None = Field("title", description="Column holding the item title; null when there is none.")
+
+
+class TableSourceConfig(StrictModel):
+    """Flat interaction and item tables (Parquet or CSV), local or on S3."""
+
+    type: Literal["table"] = Field("table", description="Selects this source.")
+    interactions: str = Field(description="Interactions file or folder of files (local path or s3:// URI).")
+    items: str = Field(description="Items (catalog) file or folder of files (local path or s3:// URI).")
+    format: TableFormat | None = Field(None, description="File format; inferred from the file extension when null.")
+    interaction_columns: InteractionColumns = Field(
+        default_factory=lambda: InteractionColumns(seq="seq"),
+        description="Mapping from contract columns to the interactions table's columns.",
+    )
+    item_columns: ItemColumns = Field(
+        default_factory=ItemColumns, description="Mapping from contract columns to the items table's columns."
+    )
+    domain: str | None = Field(
+        None, description="Domain of every row, for single-domain tables without a domain column."
+    )
+    timestamp_unit: TimeUnit = Field(TimeUnit.seconds, description="Unit of an integer timestamp column.")
+    min_rating: float | None = Field(
+        None, description="Keep only interactions rated at least this (positives); null keeps all."
+    )
+
+
+class AmazonDomainFiles(StrictModel):
+    """The two raw files of one Amazon category."""
+
+    reviews: str = Field(description="Reviews/ratings JSON-lines file, gzipped or not.")
+    metadata: str = Field(description="Item metadata JSON-lines file, gzipped or not.")
+
+
+class AmazonSourceConfig(StrictModel):
+    """Amazon Review Data raw files (2014, 2018 or 2023 releases); one category is one domain."""
+
+    type: Literal["amazon"] = Field("amazon", description="Selects this source.")
+    release: AmazonRelease = Field(AmazonRelease.auto, description="Release format of the files.")
+    domains: dict[str, AmazonDomainFiles] = Field(
+        description="Domain name -> its reviews and metadata files.", min_length=1
+    )
+    min_rating: float | None = Field(
+        None, description="Keep only reviews rated at least this (positives); null keeps all."
+    )
+    max_error_rate: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Malformed lines are skipped and counted; the stage fails when their share of a file exceeds this.",
+    )
+
+
+class WorldDomainConfig(StrictModel):
+    """One domain of the generated world."""
+
+    name: str = Field(description="Domain name.")
+    kind: str = Field(
+        description="Title vocabulary: one of books, movies, music, food, kitchen, games."
+    )
+    items: int = Field(gt=0, description="Number of items in the domain's catalog.")
+    participation: float = Field(
+        gt=0.0, le=1.0, description="Share of users with any interaction in this domain."
+    )
+    activity: float = Field(gt=0.0, description="Mean number of interactions of an active user.")
+
+
+def _default_world_domains() -> list[WorldDomainConfig]:
+    return [
+        WorldDomainConfig(name="Books", kind="books", items=600, participation=0.9, activity=14.0),
+        WorldDomainConfig(name="Movies", kind="movies", items=400, participation=0.6, activity=8.0),
+        WorldDomainConfig(name="Music", kind="music", items=300, participation=0.3, activity=4.0),
+    ]
+
+
+class WorldSourceConfig(StrictModel):
+    """A generated multi-domain world: users with latent tastes shared across domains."""
+
+    type: Literal["world"] = Field("world", description="Selects this source.")
+    users: int = Field(2000, gt=0, description="Number of users.")
+    domains: list[WorldDomainConfig] = Field(
+        default_factory=_default_world_domains, min_length=1, description="The domains to generate."
+    )
+    taste_concentration: float = Field(
+        0.3, gt=0.0, description="Dirichlet concentration of user tastes; smaller means more focused users."
+    )
+    taste_fidelity: float = Field(
+        0.85, ge=0.0, le=1.0, description="Chance an interaction follows the user's taste rather than popularity."
+    )
+    popularity_skew: float = Field(1.0, ge=0.0, description="Zipf exponent of item popularity within a theme.")
+    missing_title_rate: float = Field(0.0, ge=0.0, le=1.0, description="Share of items whose title is null.")
+    users_per_chunk: int = Field(
+        1024, gt=0, description="Users generated per random stream; fixes output independent of parallelism."
+    )
+
+
+SourceConfig = Annotated[
+    Union[TableSourceConfig, AmazonSourceConfig, WorldSourceConfig], Field(discriminator="type")
+]
+
+
+class DataConfig(StrictModel):
+    source: SourceConfig = Field(description="Where interactions and items come from.")
+    domains: list[str] | None = Field(
+        None, description="Domains to keep, in this order; every one must have rows. Null keeps all."
+    )
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+class ColdStartConfig(StrictModel):
+    """The cold-start-users protocol: some users lose their whole history in a cold domain."""
+
+    fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="Chance that an eligible user is held out as cold-start in a domain."
+    )
+    domains: list[str] | None = Field(
+        None, description="Domains the protocol runs in; null means every domain whose role is cold."
+    )
+
+
+class PrepareConfig(StrictModel):
+    kcore: int = Field(0, ge=0, description="Per domain, keep users and items with at least k interactions (0: off).")
+    kcore_max_rounds: int = Field(50, gt=0, description="Upper bound on k-core filtering rounds.")
+    roles: dict[str, Role] = Field(
+        default_factory=dict, description="Domain -> role; domains not named are detected from their size."
+    )
+    cold_ratio: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="A domain is detected as cold when its interactions are fewer than this share of the largest domain's.",
+    )
+    min_interactions_for_eval: int = Field(
+        3, ge=2, description="A user-domain pair with at least this many interactions gets a validation and a test case."
+    )
+    cold_start: ColdStartConfig = Field(default_factory=ColdStartConfig, description="Cold-start protocol.")
+    num_negatives: int = Field(100, gt=0, description="Sampled negatives per validation and test case.")
+    num_shards: int | None = Field(
+        None, gt=0, description="User shards for the per-user passes; null picks from the data size."
+    )
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class RayConfig(StrictModel):
+    address: str | None = Field(None, description="Ray cluster address; null starts or joins a local Ray.")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs for a locally started Ray; null uses all.")
+    tmpdir: str | None = Field(None, description="Ray's temp folder for a local start (RAY_TMPDIR wins).")
+    progress_bars: bool | None = Field(None, description="Ray Data progress bars; null shows them on a terminal.")
+
+
+class MdrecConfig(StrictModel):
+    name: str = Field("mdrec", description="Experiment name; the default run directory is runs/<name>.")
+    seed: int = Field(0, description="Seed of every random choice (splits, negatives, generated data).")
+    run_dir: str | None = Field(None, description="Run directory (local path or s3://bucket/prefix).")
+    data: DataConfig = Field(description="Input data.")
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="The prepare stage.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Ray runtime.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_part(cls, v: str) -> str:
+        if not v or "/" in v:
+            raise ValueError("must be a non-empty name without '/'")
+        return v
+
+    def resolved_run_dir(self) -> str:
+        return self.run_dir or f"runs/{self.name}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse `a.b.c=value`; the value is read as YAML so numbers, booleans and lists keep their type."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. prepare.kcore=5")
+    parts = key.strip().split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"--set {text!r}: empty part in key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({_first_line(e)})") from None
+    return parts, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"--set {text!r}: {where} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _error_location(loc: tuple) -> str:
+    # Discriminated unions put the tag ('table', 'amazon', ...) into the location: drop it.
+    tags = {"table", "amazon", "world"}
+    parts = [str(p) for i, p in enumerate(loc) if not (isinstance(p, str) and p in tags and i > 0 and loc[i - 1] == "source")]
+    return ".".join(parts)
+
+
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    messages = []
+    for e in err.errors():
+        where = _error_location(e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            messages.append(f"unknown key '{where}'")
+        elif e["type"] == "missing":
+            messages.append(f"missing key '{where}'")
+        else:
+            got = e.get("input")
+            shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) or got is None else ""
+            messages.append(f"'{where}': {e['msg']}{shown}")
+    return f"{origin}: " + "; ".join(messages)
+
+
+def config_from_dict(raw: dict, origin: str = "config") -> MdrecConfig:
+    try:
+        return MdrecConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, origin)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> MdrecConfig:
+    """Read a YAML config, apply `--set` overrides, validate. Errors name the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({_first_line(e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    origin = str(path) + (" with --set overrides" if overrides else "")
+    return config_from_dict(raw, origin)
+
+
+def dump_config(cfg: MdrecConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

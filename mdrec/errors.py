@@ -1,0 +1,19 @@
+"""Errors a user can act on. The CLI prints them as one line and exits non-zero, no traceback."""
+
+
+class MdrecError(Exception):
+    """Base class: the message names what is wrong (file, column, key or value)."""
+
+    exit_code = 2
+
+
+class ConfigError(MdrecError):
+    """A config file, key or value is wrong."""
+
+
+class DataError(MdrecError):
+    """An input table or file is missing, unreadable, empty or malformed."""
+
+
+class StorageError(MdrecError):
+    """A run directory or remote location cannot be read or written."""

@@ -1,0 +1,37 @@
+"""Runs the stages in order; each stage resumes from its committed output when it is current."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+from mdrec.config import MdrecConfig
+from mdrec.storage import RunDir
+
+Log = Callable[[str], None]
+
+
+def _prepare(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
+    from mdrec.prepare.stage import run_prepare
+    from mdrec.prepare.summary import domain_table
+
+    result = run_prepare(cfg, run_dir, force=force, log=log)
+    click.echo(domain_table(result.stats))
+    return result
+
+
+# Stage name -> runner, in pipeline order. Later stages (generate, filter, train, evaluate)
+# join this table as they are built.
+STAGES: dict[str, Callable] = {
+    "prepare": _prepare,
+}
+
+
+def run_stages(cfg: MdrecConfig, run_dir: RunDir, names: list[str], *, force: bool = False, log: Log = print) -> dict:
+    results = {}
+    for name in names:
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}")
+        results[name] = STAGES[name](cfg, run_dir, force, log)
+    return results

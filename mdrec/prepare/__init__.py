@@ -1,0 +1,1 @@
+"""The `prepare` stage: clean, index, split and draw evaluation candidates, on Ray Data."""

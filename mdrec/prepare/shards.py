@@ -1,0 +1,143 @@
+"""Per-user work of `prepare`, on one shard of users at a time (plain pandas, no Ray).
+
+Each shard holds every interaction of its users, so duplicates, splits and negatives are
+decided without looking elsewhere. Every random choice is seeded from the run's seed and the
+user (and domain), never from the shard, so results do not depend on how users are sharded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mdrec.data.schema import Protocol, Split
+
+KEY_SEP = "\x1f"  # joins domain and item id into one catalog key
+ORDER = ["user_id", "domain", "ts", "item_id"]
+CASE_SPLITS = (Split.valid.value, Split.test.value, Split.cold_valid.value, Split.cold_test.value)
+
+
+def stable_hash(values: pd.Series, salt: str) -> np.ndarray:
+    """64-bit hash of each string plus a salt, the same in every process and on every machine."""
+    return pd.util.hash_pandas_object(values.astype(str) + KEY_SEP + salt, index=False).to_numpy(np.uint64)
+
+
+def unit_hash(values: pd.Series, salt: str) -> np.ndarray:
+    """Deterministic uniform numbers in [0, 1) keyed by value and salt."""
+    return (stable_hash(values, salt) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def shard_of(user_ids: pd.Series, num_shards: int) -> np.ndarray:
+    return (stable_hash(user_ids, "shard") % np.uint64(num_shards)).astype(np.int64)
+
+
+def catalog_key(domain: pd.Series, item_id: pd.Series) -> pd.Series:
+    return domain.astype(str) + KEY_SEP + item_id.astype(str)
+
+
+def mark_duplicates(df: pd.DataFrame) -> pd.DataFrame:
+    """Sort a shard into user/domain/time order and flag exact duplicate rows (`_dup`)."""
+    df = df.sort_values(ORDER, kind="stable", ignore_index=True)
+    df["_dup"] = df.duplicated(subset=["user_id", "item_id", "domain", "ts", "rating"], keep="first")
+    return df
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """What the split pass needs to know about the whole data set."""
+
+    seed: int
+    users: pd.Index  # sorted user ids; position = user_idx
+    items: pd.Index  # catalog keys; position = item_idx (domains in contiguous ranges)
+    domains: pd.Index  # domain names; position = domain_idx
+    item_ranges: dict[int, tuple[int, int]]  # domain_idx -> [first item_idx, end)
+    cold_start_domains: frozenset[str]
+    cold_start_fraction: float
+    min_interactions_for_eval: int
+    num_negatives: int
+
+
+def case_id(user_idx: np.ndarray, domain_idx: np.ndarray, n_domains: int, is_test: np.ndarray) -> np.ndarray:
+    """Unique per (user, domain, valid|test): a user has at most one of each in a domain."""
+    return (user_idx.astype(np.int64) * n_domains + domain_idx) * 2 + is_test.astype(np.int64)
+
+
+def _choose_cold_start(df: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
+    """Rows of (user, domain) pairs held out as cold-start.
+
+    Eligible: the domain is a cold-start domain and the user also has interactions in another
+    domain. Each eligible pair is held out with probability `fraction`; a user is held out in at
+    most one domain (the one with the lowest draw), so every held-out user keeps some history.
+    """
+    if plan.cold_start_fraction <= 0 or not plan.cold_start_domains:
+        return np.zeros(len(df), dtype=bool)
+    domains_per_user = df.groupby("user_id", sort=False)["domain"].transform("nunique").to_numpy()
+    eligible = df["domain"].isin(plan.cold_start_domains).to_numpy() & (domains_per_user > 1)
+    draw = np.where(eligible, unit_hash(df["user_id"] + KEY_SEP + df["domain"], f"cold-start/{plan.seed}"), 2.0)
+    lowest = pd.Series(draw).groupby(df["user_id"].to_numpy(), sort=False).transform("min").to_numpy()
+    return eligible & (draw == lowest) & (draw < plan.cold_start_fraction)
+
+
+def sample_negatives(
+    rng: np.random.Generator, lo: int, hi: int, exclude: np.ndarray, n: int
+) -> np.ndarray:
+    """Up to n distinct item indices in [lo, hi) outside `exclude`, in random order."""
+    exclude = exclude[(exclude >= lo) & (exclude < hi)]
+    available = (hi - lo) - len(exclude)
+    if available <= n:
+        pool = np.setdiff1d(np.arange(lo, hi), exclude, assume_unique=False)
+        return rng.permutation(pool)
+    # n + |exclude| distinct draws always leave at least n after removing the excluded ones.
+    draw = lo + rng.choice(hi - lo, size=n + len(exclude), replace=False)
+    return draw[~np.isin(draw, exclude)][:n]
+
+
+def split_shard(df: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
+    """Dense ids, the split of every interaction, and negatives for every evaluation case."""
+    df = df.sort_values(ORDER, kind="stable", ignore_index=True)
+    df["user_idx"] = plan.users.get_indexer(df["user_id"]).astype(np.int64)
+    df["item_idx"] = plan.items.get_indexer(catalog_key(df["domain"], df["item_id"])).astype(np.int64)
+    df["domain_idx"] = plan.domains.get_indexer(df["domain"]).astype(np.int64)
+    if (df[["user_idx", "item_idx", "domain_idx"]] < 0).any(axis=None):
+        raise AssertionError("split pass saw a user, item or domain without an id")
+
+    groups = df.groupby(["user_id", "domain"], sort=False)
+    size = groups["ts"].transform("size").to_numpy()
+    from_end = size - 1 - groups.cumcount().to_numpy()  # 0 = the latest interaction
+    cold = _choose_cold_start(df, plan)
+    warm_case = ~cold & (size >= plan.min_interactions_for_eval)
+    cold_is_test = unit_hash(df["user_id"] + KEY_SEP + df["domain"], f"cold-split/{plan.seed}") < 0.5
+
+    split = np.full(len(df), Split.train.value, dtype=object)
+    split[warm_case & (from_end == 0)] = Split.test.value
+    split[warm_case & (from_end == 1)] = Split.valid.value
+    split[cold] = Split.cold_heldout.value
+    split[cold & (from_end == 0)] = np.where(cold_is_test, Split.cold_test.value, Split.cold_valid.value)[
+        cold & (from_end == 0)
+    ]
+    df["split"] = split
+
+    is_case = np.isin(split, CASE_SPLITS)
+    negatives = np.full(len(df), None, dtype=object)
+    if is_case.any():
+        user_items = df.groupby("user_idx", sort=False)["item_idx"].unique()
+        case_rows = np.flatnonzero(is_case)
+        seeds = stable_hash(df["user_id"].iloc[case_rows] + KEY_SEP + df["domain"].iloc[case_rows] + KEY_SEP + df["split"].iloc[case_rows], f"negatives/{plan.seed}")
+        for row, s in zip(case_rows, seeds):
+            lo, hi = plan.item_ranges[int(df.at[row, "domain_idx"])]
+            rng = np.random.default_rng([int(s) >> 32, int(s) & 0xFFFFFFFF, plan.seed & 0xFFFFFFFF])
+            exclude = np.asarray(user_items[df.at[row, "user_idx"]], dtype=np.int64)
+            negatives[row] = sample_negatives(rng, lo, hi, exclude, plan.num_negatives)
+    df["negatives"] = negatives
+    df["protocol"] = np.where(
+        np.isin(split, (Split.cold_valid.value, Split.cold_test.value)), Protocol.cold_start.value, Protocol.warm.value
+    )
+    df["case_id"] = np.where(
+        is_case,
+        case_id(df["user_idx"].to_numpy(), df["domain_idx"].to_numpy(), len(plan.domains),
+                np.isin(split, (Split.test.value, Split.cold_test.value))),
+        -1,
+    )
+    return df

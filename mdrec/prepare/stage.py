@@ -1,0 +1,423 @@
+"""The `prepare` stage on Ray Data.
+
+  source ─▶ tag rows (missing values, other domains, items not in the catalog, ratings)
+         ─▶ shard pass 1 by user: exact duplicates
+         ─▶ optional k-core per domain (rounds of counts and filters)
+         ─▶ ids: items (domain-contiguous ranges), users, domains; roles
+         ─▶ shard pass 2 by user: warm and cold-start splits, sampled negatives per case
+         ─▶ prepared/: interactions, train, cases, items, users, domains, stats.json
+
+Every count of dropped rows is kept with its reason and domain. Small things (the catalog,
+id maps, counts) live on the driver; everything sized by interactions stays in Ray Data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import ray.data
+from ray.data.aggregate import Count, CountDistinct
+
+from mdrec.config import MdrecConfig, Role
+from mdrec.data.schema import Split
+from mdrec.data.sources import LoadedSource, load_source, source_inputs
+from mdrec.errors import ConfigError, DataError
+from mdrec.prepare import shards
+from mdrec.prepare.roles import assign_roles
+from mdrec.storage import Location, RunDir, describe_inputs
+
+STAGE = "prepared"
+FORMAT_VERSION = 1  # bump when the output layout or semantics change: old outputs are redone
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class PrepareResult:
+    location: Location
+    stats: dict
+    reused: bool
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def fingerprint(cfg: MdrecConfig) -> str:
+    """Everything the output depends on: config, seed, and the size and time of each input file.
+
+    The shard count is left out on purpose: outputs do not depend on it.
+    """
+    payload = {
+        "format": FORMAT_VERSION,
+        "seed": cfg.seed,
+        "data": cfg.data.model_dump(mode="json"),
+        "prepare": cfg.prepare.model_dump(mode="json", exclude={"num_shards"}),
+        "inputs": describe_inputs(source_inputs(cfg.data.source)),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def run_prepare(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Log = lambda m: None) -> PrepareResult:
+    stage = run_dir.stage(STAGE)
+    fp = fingerprint(cfg)
+    if not force and stage.is_current(fp):
+        log(f"prepare: reusing committed output in {stage.location.uri}")
+        return PrepareResult(stage.location, stage.location.join("stats.json").read_json(), reused=True)
+    from mdrec.ray_session import ensure_ray
+
+    ensure_ray(cfg.ray)
+    started = time.perf_counter()
+    with stage.writing(fp, meta={"config": cfg.model_dump(mode="json")}) as out:
+        stats = _build(cfg, out, log)
+    log(f"prepare: committed {stage.location.uri} in {time.perf_counter() - started:.1f}s")
+    return PrepareResult(stage.location, stats, reused=False)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _get(value):
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+
+def _counts(ds: ray.data.Dataset, keys: list[str]) -> pd.DataFrame:
+    return ds.groupby(keys).count().to_pandas().rename(columns={"count()": "n"})
+
+
+def _nested(counts: pd.DataFrame, outer: str, inner: str) -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {}
+    for row in counts.itertuples(index=False):
+        result.setdefault(str(getattr(row, outer)), {})[str(getattr(row, inner))] = int(row.n)
+    return result
+
+
+def _add_drops(dropped: dict, reason: str, per_domain: dict[str, int]) -> None:
+    for domain, n in per_domain.items():
+        if n:
+            dropped.setdefault(reason, {})
+            dropped[reason][domain] = dropped[reason].get(domain, 0) + int(n)
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def _collect_catalog(src: LoadedSource, keep: set[str] | None, dropped_catalog: dict) -> pd.DataFrame:
+    items = src.items.to_pandas()
+    if items.empty:
+        raise DataError(f"{src.items_uri}: items table is empty")
+    missing = items["item_id"].isna() | items["domain"].isna()
+    if missing.any():
+        _add_drops(dropped_catalog, "missing_value", items.loc[missing, "domain"].fillna("").value_counts().to_dict())
+        items = items[~missing]
+    if keep is not None:
+        items = items[items["domain"].isin(keep)]
+    # A duplicated item keeps its first row with a title.
+    items = items.sort_values(["domain", "item_id", "title"], na_position="last", kind="stable")
+    dup = items.duplicated(["domain", "item_id"], keep="first")
+    _add_drops(dropped_catalog, "duplicate_item", items.loc[dup, "domain"].value_counts().to_dict())
+    return items[~dup].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- batch functions (run on workers)
+
+
+def _tag(df: pd.DataFrame, *, keys, keep_domains, min_rating, num_shards: int) -> pd.DataFrame:
+    """Label each row with why it is dropped ('' = kept) and with its user shard."""
+    keys = _get(keys)
+    drop = np.full(len(df), "", dtype=object)
+    missing = (
+        df["user_id"].isna() | df["item_id"].isna() | df["domain"].isna() | df["ts"].isna()
+        | (df["user_id"].fillna("") == "") | (df["item_id"].fillna("") == "")
+    ).to_numpy(dtype=bool, copy=True)
+    drop[missing] = "missing_value"
+    df["domain"] = df["domain"].fillna("")
+    if keep_domains is not None:
+        drop[(drop == "") & ~df["domain"].isin(keep_domains).to_numpy()] = "other_domain"
+    in_catalog = shards.catalog_key(df["domain"], df["item_id"].fillna("")).isin(keys).to_numpy()
+    drop[(drop == "") & ~in_catalog] = "item_not_in_catalog"
+    if min_rating is not None:
+        drop[(drop == "") & ~(df["rating"] >= min_rating).to_numpy()] = "below_min_rating"
+    df["_drop"] = drop
+    df["_shard"] = shards.shard_of(df["user_id"].fillna(""), num_shards)
+    return df
+
+
+def _kept(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.equal(batch["_drop"], "")).drop_columns(["_drop"])
+
+
+def _dedupe(df: pd.DataFrame) -> pd.DataFrame:
+    return shards.mark_duplicates(df)
+
+
+def _not_duplicate(batch: pa.Table) -> pa.Table:
+    return batch.filter(pc.invert(batch["_dup"])).drop_columns(["_dup"])
+
+
+def _drop_keys(df: pd.DataFrame, *, users, items) -> pd.DataFrame:
+    users, items = _get(users), _get(items)
+    gone = (df["domain"] + shards.KEY_SEP + df["user_id"]).isin(users) | shards.catalog_key(
+        df["domain"], df["item_id"]
+    ).isin(items)
+    return df[~gone.to_numpy()]
+
+
+NEGATIVES_TYPE = pa.list_(pa.int64())
+
+
+def _split(df: pd.DataFrame, *, plan) -> pa.Table:
+    out = shards.split_shard(df, _get(plan))
+    negatives = pa.array(
+        [None if v is None else v.tolist() for v in out.pop("negatives")], type=NEGATIVES_TYPE
+    )
+    table = pa.Table.from_pandas(out.drop(columns=["_shard"]), preserve_index=False)
+    return table.append_column("negatives", negatives)
+
+
+INTERACTION_COLUMNS = ["user_idx", "item_idx", "domain_idx", "user_id", "item_id", "domain", "ts", "rating", "split"]
+CASE_COLUMNS = ["case_id", "protocol", "split", "user_idx", "domain_idx", "item_idx", "ts", "negatives"]
+
+
+def _train_rows(batch: pa.Table) -> pa.Table:
+    rows = batch.filter(pc.equal(batch["split"], Split.train.value))
+    n = rows.num_rows
+    return pa.table(
+        {
+            "user_idx": rows["user_idx"],
+            "item_idx": rows["item_idx"],
+            "domain_idx": rows["domain_idx"],
+            "ts": rows["ts"],
+            "label": pa.array(np.ones(n, dtype=np.int8)),
+            "source": pa.array(["real"] * n, pa.string()),
+            "weight": pa.array(np.ones(n, dtype=np.float32)),
+        }
+    )
+
+
+def _case_rows(batch: pa.Table) -> pa.Table:
+    rows = batch.filter(pc.is_in(batch["split"], pa.array(shards.CASE_SPLITS)))
+    return rows.select(CASE_COLUMNS)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _resolve_domains(cfg: MdrecConfig, src: LoadedSource, kept: dict[str, int], known: set[str]) -> list[str]:
+    """The ordered domain list, after checking every domain the config names."""
+    named = cfg.data.domains
+    if named is not None:
+        for d in named:
+            if d not in known:
+                raise ConfigError(f"data.domains: unknown domain '{d}' (the data has: {', '.join(sorted(known))})")
+            if not kept.get(d):
+                raise DataError(f"domain '{d}': no interactions in {src.interactions_uri}")
+        domains = list(named)
+    else:
+        for d in src.declared_domains or []:
+            if not kept.get(d):
+                raise DataError(f"domain '{d}': no interactions in {src.interactions_uri}")
+        domains = sorted(d for d, n in kept.items() if n)
+    if not domains:
+        raise DataError(f"{src.interactions_uri}: no interactions left to prepare")
+    for key, names in (("prepare.roles", cfg.prepare.roles), ("prepare.cold_start.domains", cfg.prepare.cold_start.domains or [])):
+        for d in names:
+            if d not in domains:
+                raise ConfigError(f"{key}: unknown domain '{d}' (domains: {', '.join(domains)})")
+    return domains
+
+
+def _kcore(ds: ray.data.Dataset, k: int, max_rounds: int, log: Log) -> ray.data.Dataset:
+    for round_ in range(1, max_rounds + 1):
+        users = _counts(ds, ["domain", "user_id"])
+        items = _counts(ds, ["domain", "item_id"])
+        bad_users = users[users["n"] < k]
+        bad_items = items[items["n"] < k]
+        if bad_users.empty and bad_items.empty:
+            return ds
+        log(f"prepare: k-core round {round_}: dropping {len(bad_users)} user-domains, {len(bad_items)} items below {k}")
+        ds = ds.map_batches(
+            _drop_keys,
+            batch_format="pandas",
+            fn_kwargs=dict(
+                users=ray.put(pd.Index(bad_users["domain"] + shards.KEY_SEP + bad_users["user_id"])),
+                items=ray.put(pd.Index(shards.catalog_key(bad_items["domain"], bad_items["item_id"]))),
+            ),
+        ).materialize()
+    raise DataError(f"prepare.kcore={k}: did not converge in {max_rounds} rounds (raise prepare.kcore_max_rounds)")
+
+
+def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
+    from mdrec.ray_session import cluster_cpus
+
+    p = cfg.prepare
+    t0 = time.perf_counter()
+    num_shards = p.num_shards or max(2, 2 * cluster_cpus())
+    log(f"prepare: reading {cfg.data.source.type} source")
+    src = load_source(cfg.data.source, cfg.seed)
+    keep = set(cfg.data.domains) if cfg.data.domains is not None else None
+    dropped_catalog: dict = {}
+    catalog = _collect_catalog(src, keep, dropped_catalog)
+    catalog_domains = set(catalog["domain"].unique())
+
+    log("prepare: checking rows against the catalog")
+    tagged = src.interactions.map_batches(
+        _tag,
+        batch_format="pandas",
+        fn_kwargs=dict(
+            keys=ray.put(pd.Index(shards.catalog_key(catalog["domain"], catalog["item_id"]))),
+            keep_domains=keep,
+            min_rating=getattr(cfg.data.source, "min_rating", None),
+            num_shards=num_shards,
+        ),
+    ).materialize()
+    tag_counts = _counts(tagged, ["domain", "_drop"])
+    rows_read = int(tag_counts["n"].sum())
+    if rows_read == 0:
+        raise DataError(f"{src.interactions_uri}: interactions table is empty")
+    dropped: dict = {}
+    for reason, per_domain in src.dropped.items():
+        _add_drops(dropped, reason, per_domain)
+    for reason, per_domain in _nested(tag_counts[tag_counts["_drop"] != ""], "_drop", "domain").items():
+        _add_drops(dropped, reason, per_domain)
+    known = catalog_domains | set(tag_counts["domain"]) | set(src.declared_domains or [])
+    if keep is not None:  # rows of other domains were tagged, so their names are known too
+        known |= set(dropped.get("other_domain", {}))
+
+    log(f"prepare: removing exact duplicates ({num_shards} user shards)")
+    deduped = (
+        tagged.map_batches(_kept, batch_format="pyarrow")
+        .groupby("_shard", num_partitions=num_shards)
+        .map_groups(_dedupe, batch_format="pandas")
+        .materialize()
+    )
+    dup_counts = _counts(deduped, ["domain", "_dup"])
+    _add_drops(dropped, "duplicate", {r.domain: r.n for r in dup_counts[dup_counts["_dup"]].itertuples()})
+    clean = deduped.map_batches(_not_duplicate, batch_format="pyarrow").materialize()
+
+    if p.kcore > 0:
+        before = _counts(clean, ["domain"]).set_index("domain")["n"]
+        clean = _kcore(clean, p.kcore, p.kcore_max_rounds, log)
+        after = _counts(clean, ["domain"]).set_index("domain")["n"] if clean.count() else before * 0
+        _add_drops(dropped, "kcore", (before - after.reindex(before.index, fill_value=0)).to_dict())
+
+    log("prepare: counting users and items per domain")
+    per_domain = clean.groupby("domain").aggregate(Count(), CountDistinct("user_id")).to_pandas()
+    per_domain = per_domain.rename(columns={"count()": "n", "count_distinct(user_id)": "users"}).set_index("domain")
+    kept_rows = {str(d): int(n) for d, n in per_domain["n"].items()}
+    domains = _resolve_domains(cfg, src, kept_rows, known)
+    roles = assign_roles({d: kept_rows[d] for d in domains}, p.roles, p.cold_ratio)
+
+    item_counts = _counts(clean, ["domain", "item_id"])
+    item_counts["domain_idx"] = pd.Index(domains).get_indexer(item_counts["domain"])
+    item_counts = item_counts.sort_values(["domain_idx", "item_id"], ignore_index=True)
+    items = item_counts.merge(catalog[["domain", "item_id", "title"]], on=["domain", "item_id"], how="left")
+    items.insert(0, "item_idx", np.arange(len(items), dtype=np.int64))
+    ranges = {}
+    for d_idx, d in enumerate(domains):
+        idx = items.loc[items["domain_idx"] == d_idx, "item_idx"]
+        ranges[d_idx] = (int(idx.min()), int(idx.max()) + 1)
+    users = pd.Index(sorted(clean.unique("user_id")))
+
+    cold_start_domains = p.cold_start.domains
+    if cold_start_domains is None:
+        cold_start_domains = [d for d in domains if roles[d] is Role.cold]
+    plan = shards.SplitPlan(
+        seed=cfg.seed,
+        users=users,
+        items=pd.Index(shards.catalog_key(items["domain"], items["item_id"])),
+        domains=pd.Index(domains),
+        item_ranges=ranges,
+        cold_start_domains=frozenset(cold_start_domains),
+        cold_start_fraction=p.cold_start.fraction,
+        min_interactions_for_eval=p.min_interactions_for_eval,
+        num_negatives=p.num_negatives,
+    )
+    log(f"prepare: splitting {len(users):,} users and drawing {p.num_negatives} negatives per case")
+    final = (
+        clean.groupby("_shard", num_partitions=num_shards)
+        .map_groups(_split, batch_format="pandas", fn_kwargs=dict(plan=ray.put(plan)))
+        .materialize()
+    )
+    split_counts = _nested(_counts(final, ["domain", "split"]), "domain", "split")
+
+    log(f"prepare: writing {out.uri}")
+    final.select_columns(INTERACTION_COLUMNS).write_parquet(out.join("interactions").path, filesystem=out.fs)
+    final.map_batches(_train_rows, batch_format="pyarrow").write_parquet(out.join("train").path, filesystem=out.fs)
+    final.map_batches(_case_rows, batch_format="pyarrow").write_parquet(out.join("cases").path, filesystem=out.fs)
+    out.join("items.parquet").write_table(
+        pa.Table.from_pandas(items[["item_idx", "item_id", "domain", "domain_idx", "title"]], preserve_index=False)
+    )
+    out.join("users.parquet").write_table(
+        pa.table({"user_idx": np.arange(len(users), dtype=np.int64), "user_id": pa.array(users.to_numpy(), pa.string())})
+    )
+    out.join("domains.parquet").write_table(
+        pa.table(
+            {
+                "domain_idx": np.arange(len(domains), dtype=np.int64),
+                "domain": domains,
+                "role": [roles[d].value for d in domains],
+                "item_idx_start": [ranges[i][0] for i in range(len(domains))],
+                "item_idx_end": [ranges[i][1] for i in range(len(domains))],
+            }
+        )
+    )
+    stats = _stats(cfg, domains, roles, per_domain, items, catalog, split_counts, dropped, dropped_catalog,
+                   rows_read, len(users), ranges, time.perf_counter() - t0)
+    out.join("stats.json").write_json(stats)
+    return stats
+
+
+def _stats(cfg, domains, roles, per_domain, items, catalog, split_counts, dropped, dropped_catalog,
+           rows_read, n_users, ranges, seconds) -> dict:
+    per = {}
+    for d_idx, d in enumerate(domains):
+        n_users_d = int(per_domain.loc[d, "users"])
+        d_items = items[items["domain_idx"] == d_idx]
+        n_inter = int(per_domain.loc[d, "n"])
+        per[d] = {
+            "role": roles[d].value,
+            "users": n_users_d,
+            "items": len(d_items),
+            "interactions": n_inter,
+            "density": n_inter / (n_users_d * len(d_items)),
+            "titles_missing": int(d_items["title"].isna().sum()),
+            "catalog_items": int((catalog["domain"] == d).sum()),
+            "item_idx_range": list(ranges[d_idx]),
+            "splits": {s.value: int(split_counts.get(d, {}).get(s.value, 0)) for s in Split},
+            "dropped": {reason: int(by_domain.get(d, 0)) for reason, by_domain in sorted(dropped.items())},
+        }
+    total_dropped = {reason: int(sum(v.values())) for reason, v in sorted(dropped.items())}
+    time_order = _time_order(cfg)
+    return {
+        "domains": per,
+        "totals": {
+            "users": n_users,
+            "items": int(len(items)),
+            "interactions": int(sum(v["interactions"] for v in per.values())),
+            "rows_read": rows_read,
+            "dropped": total_dropped,
+            "dropped_catalog": {r: int(sum(v.values())) for r, v in sorted(dropped_catalog.items())},
+        },
+        "time_order": time_order,
+        "seed": cfg.seed,
+        "num_negatives": cfg.prepare.num_negatives,
+        "kcore": cfg.prepare.kcore,
+        "seconds": round(seconds, 2),
+    }
+
+
+def _time_order(cfg: MdrecConfig) -> str:
+    src = cfg.data.source
+    if src.type == "table":
+        return "seq" if src.interaction_columns.seq else "timestamp"
+    return "timestamp"

@@ -1,0 +1,34 @@
+"""The domain table printed after `prepare`."""
+
+from __future__ import annotations
+
+
+def domain_table(stats: dict) -> str:
+    header = ["domain", "role", "users", "items", "interactions", "density", "train", "valid", "test",
+              "cold-start", "dropped", "no title"]
+    rows = []
+    for name, d in stats["domains"].items():
+        s = d["splits"]
+        rows.append([
+            name,
+            d["role"],
+            f"{d['users']:,}",
+            f"{d['items']:,}",
+            f"{d['interactions']:,}",
+            f"{d['density']:.2e}",
+            f"{s['train']:,}",
+            f"{s['valid']:,}",
+            f"{s['test']:,}",
+            f"{s['cold_valid'] + s['cold_test']:,}",
+            f"{sum(d['dropped'].values()):,}",
+            f"{d['titles_missing']:,}",
+        ])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(  # noqa: E731
+        str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+    )
+    lines = [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+    dropped = {k: v for k, v in stats["totals"]["dropped"].items() if v}
+    if dropped:
+        lines.append("dropped rows: " + ", ".join(f"{k}={v:,}" for k, v in dropped.items()))
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""Start or join Ray once per process, with settings that work on a 2-core laptop and a cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+
+from mdrec.config import RayConfig
+
+
+def ensure_ray(cfg: RayConfig) -> None:
+    """Initialise Ray unless this process already did (tests share one session across tests)."""
+    import ray
+    import ray.data
+
+    if not ray.is_initialized():
+        address = cfg.address or os.environ.get("RAY_ADDRESS")
+        kwargs: dict = dict(
+            include_dashboard=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # Unix socket paths must stay short: keep Ray's temp dir near /tmp, one per user.
+            tmp = os.environ.get("RAY_TMPDIR") or cfg.tmpdir or os.path.join(tempfile.gettempdir(), "mdrec-ray")
+            os.makedirs(tmp, exist_ok=True)
+            os.environ.setdefault("RAY_TMPDIR", tmp)
+            ray.init(num_cpus=cfg.num_cpus, _temp_dir=tmp, **kwargs)
+    configure_data_context(cfg)
+
+
+def configure_data_context(cfg: RayConfig) -> None:
+    import ray
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    show = cfg.progress_bars if cfg.progress_bars is not None else sys.stderr.isatty()
+    ctx.enable_progress_bars = show
+    ctx.enable_operator_progress_bars = show
+    ctx.print_on_execution_start = False
+    # Hash shuffles default to 200 partitions, each an actor task; on a small local Ray that is
+    # pure overhead. Scale with the CPUs actually there.
+    cpus = int(ray.cluster_resources().get("CPU", 2))
+    ctx.default_hash_shuffle_parallelism = max(4, min(200, 2 * cpus))
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def cluster_cpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", 1))
