@@ -94,9 +94,29 @@ def sample_negatives(
     return draw[~np.isin(draw, exclude)][:n]
 
 
+def _negatives_for_cases(df: pd.DataFrame, case_rows: np.ndarray, plan: SplitPlan) -> np.ndarray:
+    """An array of negatives (or None) per row; rows must be sorted by user."""
+    negatives = np.full(len(df), None, dtype=object)
+    if len(case_rows) == 0:
+        return negatives
+    user_idx = df["user_idx"].to_numpy()
+    item_idx = df["item_idx"].to_numpy()
+    domain_idx = df["domain_idx"].to_numpy()
+    # Rows of a user are contiguous: [start, end) bounds each user's items (in every domain).
+    starts = np.searchsorted(user_idx, user_idx, side="left")
+    ends = np.searchsorted(user_idx, user_idx, side="right")
+    keys = df["user_id"].iloc[case_rows] + KEY_SEP + df["domain"].iloc[case_rows] + KEY_SEP + df["split"].iloc[case_rows]
+    seeds = stable_hash(keys, f"negatives/{plan.seed}")
+    for row, s in zip(case_rows, seeds):
+        lo, hi = plan.item_ranges[int(domain_idx[row])]
+        rng = np.random.default_rng([int(s) >> 32, int(s) & 0xFFFFFFFF, plan.seed & 0xFFFFFFFF])
+        negatives[row] = sample_negatives(rng, lo, hi, item_idx[starts[row]:ends[row]], plan.num_negatives)
+    return negatives
+
+
 def split_shard(df: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
     """Dense ids, the split of every interaction, and negatives for every evaluation case."""
-    df = df.sort_values(ORDER, kind="stable", ignore_index=True)
+    df = df.sort_values(ORDER, kind="stable", ignore_index=True)  # user_id order = user_idx order
     df["user_idx"] = plan.users.get_indexer(df["user_id"]).astype(np.int64)
     df["item_idx"] = plan.items.get_indexer(catalog_key(df["domain"], df["item_id"])).astype(np.int64)
     df["domain_idx"] = plan.domains.get_indexer(df["domain"]).astype(np.int64)
@@ -105,7 +125,9 @@ def split_shard(df: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
 
     groups = df.groupby(["user_id", "domain"], sort=False)
     size = groups["ts"].transform("size").to_numpy()
-    from_end = size - 1 - groups.cumcount().to_numpy()  # 0 = the latest interaction
+    position = groups.cumcount().to_numpy()
+    from_end = size - 1 - position  # 0 = the latest interaction
+    df["user_first"] = position == 0  # one row per user and domain: counts users without a shuffle
     cold = _choose_cold_start(df, plan)
     warm_case = ~cold & (size >= plan.min_interactions_for_eval)
     cold_is_test = unit_hash(df["user_id"] + KEY_SEP + df["domain"], f"cold-split/{plan.seed}") < 0.5
@@ -120,17 +142,7 @@ def split_shard(df: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
     df["split"] = split
 
     is_case = np.isin(split, CASE_SPLITS)
-    negatives = np.full(len(df), None, dtype=object)
-    if is_case.any():
-        user_items = df.groupby("user_idx", sort=False)["item_idx"].unique()
-        case_rows = np.flatnonzero(is_case)
-        seeds = stable_hash(df["user_id"].iloc[case_rows] + KEY_SEP + df["domain"].iloc[case_rows] + KEY_SEP + df["split"].iloc[case_rows], f"negatives/{plan.seed}")
-        for row, s in zip(case_rows, seeds):
-            lo, hi = plan.item_ranges[int(df.at[row, "domain_idx"])]
-            rng = np.random.default_rng([int(s) >> 32, int(s) & 0xFFFFFFFF, plan.seed & 0xFFFFFFFF])
-            exclude = np.asarray(user_items[df.at[row, "user_idx"]], dtype=np.int64)
-            negatives[row] = sample_negatives(rng, lo, hi, exclude, plan.num_negatives)
-    df["negatives"] = negatives
+    df["negatives"] = _negatives_for_cases(df, np.flatnonzero(is_case), plan)
     df["protocol"] = np.where(
         np.isin(split, (Split.cold_valid.value, Split.cold_test.value)), Protocol.cold_start.value, Protocol.warm.value
     )

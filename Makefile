@@ -1,0 +1,31 @@
+# Quick start:  make demo   (set up, then run the demo pipeline)
+#               make test   (set up, then run the whole test suite)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# pip's index settings on some machines print one warning per package; keep real errors.
+PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+# CPU machines take torch from constraints-cpu.txt (the CPU wheel), never CUDA wheels.
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip $(PIP_QUIET)
+	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e '.[dev]' $(PIP_QUIET)
+	touch $@
+
+demo: setup
+	$(BIN)/mdrec run configs/demo.yaml --run-dir runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/prepare.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,107 @@
+import pytest
+import yaml
+
+from mdrec.config import (
+    AmazonSourceConfig,
+    Role,
+    TableSourceConfig,
+    WorldSourceConfig,
+    apply_overrides,
+    dump_config,
+    load_config,
+)
+from mdrec.errors import ConfigError
+
+
+def write(tmp_path, obj, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(obj) if not isinstance(obj, str) else obj)
+    return p
+
+
+def test_repo_configs_load(in_repo_root):
+    cfg = load_config("configs/amazon-food-kitchen.yaml")
+    assert isinstance(cfg.data.source, TableSourceConfig)
+    assert cfg.data.domains == ["Food", "Kitchen"]
+    assert cfg.data.source.interactions == "../shared/data/amazon-food-kitchen/interactions.parquet"
+    demo = load_config("configs/demo.yaml")
+    assert isinstance(demo.data.source, WorldSourceConfig)
+    assert [d.name for d in demo.data.source.domains] == ["Books", "Movies", "Music"]
+
+
+def test_overrides_keep_yaml_types(tmp_path):
+    p = write(tmp_path, {"data": {"source": {"type": "world"}}})
+    cfg = load_config(p, ["prepare.kcore=5", "prepare.roles={Books: cold}", "seed=7", "data.domains=[Books]"])
+    assert cfg.prepare.kcore == 5 and cfg.seed == 7
+    assert cfg.prepare.roles == {"Books": Role.cold}
+    assert cfg.data.domains == ["Books"]
+
+
+def test_override_can_switch_source_type(tmp_path):
+    p = write(tmp_path, {"data": {"source": {"type": "world"}}})
+    cfg = load_config(p, ["data.source={type: amazon, domains: {A: {reviews: r.json, metadata: m.json}}}"])
+    assert isinstance(cfg.data.source, AmazonSourceConfig)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["prepare.kcor=5"], "unknown key 'prepare.kcor'"),
+        (["prepare.kcore=abc"], "'prepare.kcore'"),
+        (["prepare.kcore=-1"], "'prepare.kcore'"),
+        (["data.source.userz=5"], "unknown key 'data.source.userz'"),
+        (["nonsense"], "expected KEY=VALUE"),
+        (["data.source.type.x=1"], "data.source.type is a value, not a section"),
+        (["prepare.cold_start.fraction=1.5"], "'prepare.cold_start.fraction'"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(tmp_path, overrides, message):
+    p = write(tmp_path, {"data": {"source": {"type": "world"}}})
+    with pytest.raises(ConfigError) as err:
+        load_config(p, overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_in_file_names_file_and_key(tmp_path):
+    p = write(tmp_path, {"data": {"source": {"type": "world", "users": 10}}, "prepar": {}})
+    with pytest.raises(ConfigError, match=r"c\.yaml.*unknown key 'prepar'"):
+        load_config(p)
+
+
+def test_wrong_type_in_file(tmp_path):
+    p = write(tmp_path, {"data": {"source": {"type": "world", "users": "many"}}})
+    with pytest.raises(ConfigError, match=r"'data\.source\.users'.*'many'"):
+        load_config(p)
+
+
+def test_unknown_source_type(tmp_path):
+    p = write(tmp_path, {"data": {"source": {"type": "hive"}}})
+    with pytest.raises(ConfigError, match="data.source"):
+        load_config(p)
+
+
+def test_table_source_needs_exactly_one_time_column(tmp_path):
+    src = {"type": "table", "interactions": "i.csv", "items": "t.csv",
+           "interaction_columns": {"timestamp": "t", "seq": "s"}}
+    with pytest.raises(ConfigError, match="exactly one of 'timestamp' or 'seq'"):
+        load_config(write(tmp_path, {"data": {"source": src}}))
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "a: [1, 2"))
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config(write(tmp_path, {"data": {"source": {"type": "world", "users": 10}}}), ["prepare.kcore=2"])
+    again = load_config(write(tmp_path, dump_config(cfg), "again.yaml"))
+    assert again == cfg
+
+
+def test_apply_overrides_creates_sections():
+    assert apply_overrides({}, ["a.b.c=1"]) == {"a": {"b": {"c": 1}}}

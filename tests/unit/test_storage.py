@@ -1,0 +1,73 @@
+"""Atomic stage commits on local disk (the S3 path is exercised in tests/integration)."""
+
+import pyarrow as pa
+import pytest
+
+from mdrec.errors import StorageError
+from mdrec.storage import MARKER, RunDir, describe_inputs, resolve
+
+
+def write_stage(run, fp, value):
+    with run.stage("s").writing(fp) as out:
+        out.join("t.parquet").write_table(pa.table({"x": [value]}))
+        out.join("sub", "u.json").write_json({"v": value})
+
+
+def test_commit_and_is_current(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    stage = run.stage("s")
+    assert not stage.is_current("fp1")
+    write_stage(run, "fp1", 1)
+    assert stage.is_current("fp1")
+    assert not stage.is_current("fp2")
+    record = stage.commit_record()
+    assert record["fingerprint"] == "fp1"
+    assert {f["path"] for f in record["files"]} == {"t.parquet", "sub/u.json"}
+    assert stage.location.join("t.parquet").read_table()["x"].to_pylist() == [1]
+
+
+def test_failed_attempt_keeps_committed_output(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    write_stage(run, "fp1", 1)
+    with pytest.raises(RuntimeError):
+        with run.stage("s").writing("fp2") as out:
+            out.join("t.parquet").write_table(pa.table({"x": [2]}))
+            raise RuntimeError("killed half way")
+    stage = run.stage("s")
+    assert stage.is_current("fp1")
+    assert stage.location.join("t.parquet").read_table()["x"].to_pylist() == [1]
+    assert not list((tmp_path / "run" / ".staging").iterdir())  # the attempt cleaned up
+
+
+def test_missing_marker_or_file_means_not_done(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    write_stage(run, "fp1", 1)
+    (tmp_path / "run" / "s" / "sub" / "u.json").unlink()
+    assert not run.stage("s").is_current("fp1")
+    write_stage(run, "fp1", 1)
+    (tmp_path / "run" / "s" / MARKER).unlink()  # as if killed between the move and the marker
+    assert not run.stage("s").is_current("fp1")
+
+
+def test_recommit_replaces_old_files(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    with run.stage("s").writing("a") as out:
+        out.join("old.json").write_json({})
+    write_stage(run, "b", 2)
+    assert not (tmp_path / "run" / "s" / "old.json").exists()
+    assert run.stage("s").is_current("b")
+
+
+def test_describe_inputs_changes_with_content(tmp_path):
+    f = tmp_path / "data.csv"
+    f.write_text("a\n1\n")
+    before = describe_inputs([str(f)])
+    f.write_text("a\n1\n2\n")
+    assert describe_inputs([str(f)]) != before
+    with pytest.raises(StorageError, match="no such file or directory"):
+        describe_inputs([str(tmp_path / "missing.csv")])
+
+
+def test_bad_uris():
+    with pytest.raises(StorageError, match="unsupported scheme"):
+        resolve("gs://bucket/x")
