@@ -41,6 +41,13 @@ class TimeUnit(str, enum.Enum):
     milliseconds = "ms"
 
 
+class ShuffleStrategy(str, enum.Enum):
+    """How Ray Data moves rows between workers for a groupby (users into shards)."""
+
+    sort = "sort"  # sort-based pull shuffle: no extra actors, fastest on small clusters
+    hash = "hash"  # hash shuffle with aggregator actors: Ray's default, for very large data
+
+
 class AmazonRelease(str, enum.Enum):
     """Amazon Review Data release; `auto` tells them apart by the keys of each record."""
 
@@ -234,6 +241,10 @@ class RayConfig(StrictModel):
     num_cpus: int | None = Field(None, gt=0, description="CPUs for a locally started Ray; null uses all.")
     tmpdir: str | None = Field(None, description="Ray's temp folder for a local start (RAY_TMPDIR wins).")
     progress_bars: bool | None = Field(None, description="Ray Data progress bars; null shows them on a terminal.")
+    shuffle: ShuffleStrategy = Field(
+        ShuffleStrategy.sort,
+        description="Shuffle for the per-user passes; the hash shuffle starts aggregator actors on every pass (seconds each).",
+    )
 
 
 class MdrecConfig(StrictModel):

@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 
-from mdrec.config import RayConfig
+from mdrec.config import RayConfig, ShuffleStrategy
 
 
 def ensure_ray(cfg: RayConfig) -> None:
@@ -43,7 +43,12 @@ def configure_data_context(cfg: RayConfig) -> None:
     ctx.enable_progress_bars = show
     ctx.enable_operator_progress_bars = show
     ctx.print_on_execution_start = False
-    # Hash shuffles default to 200 partitions, each an actor task; on a small local Ray that is
+    from ray.data.context import ShuffleStrategy as RayShuffle
+
+    ctx.shuffle_strategy = (
+        RayShuffle.HASH_SHUFFLE if cfg.shuffle is ShuffleStrategy.hash else RayShuffle.SORT_SHUFFLE_PULL_BASED
+    )
+    # Hash shuffles default to 200 partitions, each served by actors; on a small Ray that is
     # pure overhead. Scale with the CPUs actually there.
     cpus = int(ray.cluster_resources().get("CPU", 2))
     ctx.default_hash_shuffle_parallelism = max(4, min(200, 2 * cpus))

@@ -237,20 +237,29 @@ def _case_rows(batch: pa.Table) -> pa.Table:
 # --------------------------------------------------------------------------- the stage
 
 
-def _resolve_domains(cfg: MdrecConfig, src: LoadedSource, kept: dict[str, int], known: set[str]) -> list[str]:
+def _resolve_domains(
+    cfg: MdrecConfig, src: LoadedSource, kept: dict[str, int], read: dict[str, int], dropped: dict, known: set[str]
+) -> list[str]:
     """The ordered domain list, after checking every domain the config names."""
+
+    def require_rows(d: str) -> None:
+        if kept.get(d):
+            return
+        if not read.get(d):
+            raise DataError(f"domain '{d}': no interactions in {src.interactions_uri}")
+        why = ", ".join(f"{reason}={by[d]:,}" for reason, by in sorted(dropped.items()) if by.get(d))
+        raise DataError(f"domain '{d}': none of its {read[d]:,} interactions is left after cleaning ({why})")
+
     named = cfg.data.domains
     if named is not None:
         for d in named:
             if d not in known:
                 raise ConfigError(f"data.domains: unknown domain '{d}' (the data has: {', '.join(sorted(known))})")
-            if not kept.get(d):
-                raise DataError(f"domain '{d}': no interactions in {src.interactions_uri}")
+            require_rows(d)
         domains = list(named)
     else:
         for d in src.declared_domains or []:
-            if not kept.get(d):
-                raise DataError(f"domain '{d}': no interactions in {src.interactions_uri}")
+            require_rows(d)
         domains = sorted(d for d, n in kept.items() if n)
     if not domains:
         raise DataError(f"{src.interactions_uri}: no interactions left to prepare")
@@ -338,7 +347,8 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
     log("prepare: counting interactions and items per domain")
     item_counts = _counts(clean, ["domain", "item_id"])
     kept_rows = {str(d): int(n) for d, n in item_counts.groupby("domain")["n"].sum().items()}
-    domains = _resolve_domains(cfg, src, kept_rows, known)
+    read_rows = {str(d): int(n) for d, n in tag_counts.groupby("domain")["n"].sum().items()}
+    domains = _resolve_domains(cfg, src, kept_rows, read_rows, dropped, known)
     roles = assign_roles({d: kept_rows[d] for d in domains}, p.roles, p.cold_ratio)
 
     item_counts["domain_idx"] = pd.Index(domains).get_indexer(item_counts["domain"])
