@@ -88,7 +88,14 @@ def check_columns(schema: pa.Schema, wanted: dict[str, tuple[str, ColumnKind]], 
             raise DataError(f"{where}: missing column '{column}'{hint}; columns are {', '.join(schema.names)}")
         t = schema.field(column).type
         if not _type_ok(t, kind):
-            raise DataError(f"{where}: column '{column}' has type {t}, expected {kind.value}")
+            raise DataError(f"{where}: column '{column}' has type {_type_name(t)}, expected {kind.value}")
+
+
+def _type_name(t: pa.DataType) -> str:
+    """Arrow's type name, with its string storage variants shown as plain 'string'."""
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    return str(t)
 
 
 def _as_string(col: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -112,8 +112,8 @@ def _unique(batch: pd.DataFrame, *, column: str) -> pd.DataFrame:
 
 def _nested(counts: pd.DataFrame, outer: str, inner: str) -> dict[str, dict[str, int]]:
     result: dict[str, dict[str, int]] = {}
-    for row in counts.itertuples(index=False):
-        result.setdefault(str(getattr(row, outer)), {})[str(getattr(row, inner))] = int(row.n)
+    for o, i, n in zip(counts[outer], counts[inner], counts["n"]):
+        result.setdefault(str(o), {})[str(i)] = int(n)
     return result
 
 
@@ -127,10 +127,12 @@ def _add_drops(dropped: dict, reason: str, per_domain: dict[str, int]) -> None:
 # --------------------------------------------------------------------------- catalog
 
 
-def _collect_catalog(src: LoadedSource, keep: set[str] | None, dropped_catalog: dict) -> pd.DataFrame:
+def _collect_catalog(src: LoadedSource, keep: set[str] | None, dropped_catalog: dict) -> tuple[pd.DataFrame, set[str]]:
+    """The catalog of the kept domains, deduplicated, and the names of every domain it lists."""
     items = src.items.to_pandas()
     if items.empty:
         raise DataError(f"{src.items_uri}: items table is empty")
+    all_domains = set(items["domain"].dropna().unique())
     missing = items["item_id"].isna() | items["domain"].isna()
     if missing.any():
         _add_drops(dropped_catalog, "missing_value", items.loc[missing, "domain"].fillna("").value_counts().to_dict())
@@ -141,7 +143,7 @@ def _collect_catalog(src: LoadedSource, keep: set[str] | None, dropped_catalog: 
     items = items.sort_values(["domain", "item_id", "title"], na_position="last", kind="stable")
     dup = items.duplicated(["domain", "item_id"], keep="first")
     _add_drops(dropped_catalog, "duplicate_item", items.loc[dup, "domain"].value_counts().to_dict())
-    return items[~dup].reset_index(drop=True)
+    return items[~dup].reset_index(drop=True), all_domains
 
 
 # --------------------------------------------------------------------------- batch functions (run on workers)
@@ -300,8 +302,7 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
     src = load_source(cfg.data.source, cfg.seed)
     keep = set(cfg.data.domains) if cfg.data.domains is not None else None
     dropped_catalog: dict = {}
-    catalog = _collect_catalog(src, keep, dropped_catalog)
-    catalog_domains = set(catalog["domain"].unique())
+    catalog, catalog_domains = _collect_catalog(src, keep, dropped_catalog)
 
     log("prepare: checking rows against the catalog")
     tagged = src.interactions.map_batches(
@@ -335,7 +336,8 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
         .materialize()
     )
     dup_counts = _counts(deduped, ["domain", "_dup"])
-    _add_drops(dropped, "duplicate", {r.domain: r.n for r in dup_counts[dup_counts["_dup"]].itertuples()})
+    dups = dup_counts[dup_counts["_dup"].astype(bool)]
+    _add_drops(dropped, "duplicate", dict(zip(dups["domain"], dups["n"])))
     clean = deduped.map_batches(_not_duplicate, batch_format="pyarrow").materialize()
 
     if p.kcore > 0:
