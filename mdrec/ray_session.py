@@ -53,6 +53,8 @@ def configure_data_context(cfg: RayConfig) -> None:
     cpus = int(ray.cluster_resources().get("CPU", 2))
     ctx.default_hash_shuffle_parallelism = max(4, min(200, 2 * cpus))
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # "Progress bars disabled" is a warning about our own choice: keep it out of the output.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def cluster_cpus() -> int:
