@@ -34,17 +34,16 @@ ITEMS = pa.schema(
 
 
 class Split(str, enum.Enum):
-    """Where a prepared interaction goes. Cases are evaluated against sampled negatives."""
+    """Where an interaction goes under a protocol. Cases are scored against sampled negatives."""
 
     train = "train"
-    valid = "valid"  # warm protocol: second-to-last interaction of a user in a domain
-    test = "test"  # warm protocol: last interaction of a user in a domain
-    cold_valid = "cold_valid"  # cold-start protocol case, validation users
-    cold_test = "cold_test"  # cold-start protocol case, test users
-    cold_heldout = "cold_heldout"  # other interactions of cold-start users there: never trained on
+    valid = "valid"  # warm: second-to-last interaction of a user in a domain; cold-start: validation users
+    test = "test"  # warm: last interaction of a user in a domain; cold-start: test users
 
 
 class Protocol(str, enum.Enum):
+    """warm: leave-last-out for every user. cold_start: held-out users lose a cold domain from training."""
+
     warm = "warm"
     cold_start = "cold_start"
 

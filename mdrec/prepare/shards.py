@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mdrec.data.schema import Protocol, Split
+from mdrec.data.schema import Split
 
 KEY_SEP = "\x1f"  # joins domain and item id into one catalog key
 ORDER = ["user_id", "domain", "ts", "item_id"]
-CASE_SPLITS = (Split.valid.value, Split.test.value, Split.cold_valid.value, Split.cold_test.value)
 
 
 def stable_hash(values: pd.Series, salt: str) -> np.ndarray:
@@ -59,9 +58,9 @@ class SplitPlan:
     num_negatives: int
 
 
-def case_id(user_idx: np.ndarray, domain_idx: np.ndarray, n_domains: int, is_test: np.ndarray) -> np.ndarray:
-    """Unique per (user, domain, valid|test): a user has at most one of each in a domain."""
-    return (user_idx.astype(np.int64) * n_domains + domain_idx) * 2 + is_test.astype(np.int64)
+def case_id(user_idx: np.ndarray, domain_idx: np.ndarray, n_domains: int, is_test: np.ndarray, cold: bool) -> np.ndarray:
+    """Unique per (user, domain, valid|test, protocol): at most one of each per user and domain."""
+    return ((user_idx.astype(np.int64) * n_domains + domain_idx) * 2 + is_test.astype(np.int64)) * 2 + int(cold)
 
 
 def _choose_cold_start(df: pd.DataFrame, plan: SplitPlan) -> np.ndarray:
@@ -94,8 +93,12 @@ def sample_negatives(
     return draw[~np.isin(draw, exclude)][:n]
 
 
-def _negatives_for_cases(df: pd.DataFrame, case_rows: np.ndarray, plan: SplitPlan) -> np.ndarray:
-    """An array of negatives (or None) per row; rows must be sorted by user."""
+def _negatives_for_cases(df: pd.DataFrame, case_rows: np.ndarray, from_end: np.ndarray, plan: SplitPlan) -> np.ndarray:
+    """An array of negatives (or None) per row; rows must be sorted by user.
+
+    A row that is a case under both protocols (the latest interaction of a held-out user) gets
+    one set of negatives, used by both: the candidates depend on the user and domain only.
+    """
     negatives = np.full(len(df), None, dtype=object)
     if len(case_rows) == 0:
         return negatives
@@ -105,7 +108,8 @@ def _negatives_for_cases(df: pd.DataFrame, case_rows: np.ndarray, plan: SplitPla
     # Rows of a user are contiguous: [start, end) bounds each user's items (in every domain).
     starts = np.searchsorted(user_idx, user_idx, side="left")
     ends = np.searchsorted(user_idx, user_idx, side="right")
-    keys = df["user_id"].iloc[case_rows] + KEY_SEP + df["domain"].iloc[case_rows] + KEY_SEP + df["split"].iloc[case_rows]
+    rows = df.iloc[case_rows]
+    keys = rows["user_id"] + KEY_SEP + rows["domain"] + KEY_SEP + pd.Series(from_end[case_rows], index=rows.index).astype(str)
     seeds = stable_hash(keys, f"negatives/{plan.seed}")
     for row, s in zip(case_rows, seeds):
         lo, hi = plan.item_ranges[int(domain_idx[row])]
@@ -115,7 +119,12 @@ def _negatives_for_cases(df: pd.DataFrame, case_rows: np.ndarray, plan: SplitPla
 
 
 def split_shard(df: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
-    """Dense ids, the split of every interaction, and negatives for every evaluation case."""
+    """Dense ids, both protocols' splits of every interaction, and negatives for every case.
+
+    Columns added: `split` (warm protocol: train, valid, test), `held_out` (the row's user and
+    domain are held out by the cold-start protocol: not trained on there), `cold_case`
+    (valid or test on the latest held-out interaction, else None), and `negatives`.
+    """
     df = df.sort_values(ORDER, kind="stable", ignore_index=True)  # user_id order = user_idx order
     df["user_idx"] = plan.users.get_indexer(df["user_id"]).astype(np.int64)
     df["item_idx"] = plan.items.get_indexer(catalog_key(df["domain"], df["item_id"])).astype(np.int64)
@@ -128,28 +137,22 @@ def split_shard(df: pd.DataFrame, plan: SplitPlan) -> pd.DataFrame:
     position = groups.cumcount().to_numpy()
     from_end = size - 1 - position  # 0 = the latest interaction
     df["user_first"] = position == 0  # one row per user and domain: counts users without a shuffle
-    cold = _choose_cold_start(df, plan)
-    warm_case = ~cold & (size >= plan.min_interactions_for_eval)
-    cold_is_test = unit_hash(df["user_id"] + KEY_SEP + df["domain"], f"cold-split/{plan.seed}") < 0.5
 
+    # Warm protocol, every user: leave the last out for test and the one before for validation.
+    warm_case = size >= plan.min_interactions_for_eval
     split = np.full(len(df), Split.train.value, dtype=object)
     split[warm_case & (from_end == 0)] = Split.test.value
     split[warm_case & (from_end == 1)] = Split.valid.value
-    split[cold] = Split.cold_heldout.value
-    split[cold & (from_end == 0)] = np.where(cold_is_test, Split.cold_test.value, Split.cold_valid.value)[
-        cold & (from_end == 0)
-    ]
     df["split"] = split
 
-    is_case = np.isin(split, CASE_SPLITS)
-    df["negatives"] = _negatives_for_cases(df, np.flatnonzero(is_case), plan)
-    df["protocol"] = np.where(
-        np.isin(split, (Split.cold_valid.value, Split.cold_test.value)), Protocol.cold_start.value, Protocol.warm.value
-    )
-    df["case_id"] = np.where(
-        is_case,
-        case_id(df["user_idx"].to_numpy(), df["domain_idx"].to_numpy(), len(plan.domains),
-                np.isin(split, (Split.test.value, Split.cold_test.value))),
-        -1,
-    )
+    # Cold-start protocol: held-out users lose the domain from training; their latest
+    # interaction there is a validation or a test case (half the users each).
+    held = _choose_cold_start(df, plan)
+    cold_is_test = unit_hash(df["user_id"] + KEY_SEP + df["domain"], f"cold-split/{plan.seed}") < 0.5
+    cold_case = held & (from_end == 0)
+    df["held_out"] = held
+    df["cold_case"] = np.where(cold_case, np.where(cold_is_test, Split.test.value, Split.valid.value), None)
+
+    is_case = (split != Split.train.value) | cold_case
+    df["negatives"] = _negatives_for_cases(df, np.flatnonzero(is_case), from_end, plan)
     return df

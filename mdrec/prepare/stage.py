@@ -28,7 +28,7 @@ import ray
 import ray.data
 
 from mdrec.config import MdrecConfig, Role
-from mdrec.data.schema import Split
+from mdrec.data.schema import Protocol, Split
 from mdrec.data.sources import LoadedSource, load_source, source_inputs
 from mdrec.errors import ConfigError, DataError
 from mdrec.prepare import shards
@@ -36,7 +36,7 @@ from mdrec.prepare.roles import assign_roles
 from mdrec.storage import Location, RunDir, describe_inputs
 
 STAGE = "prepared"
-FORMAT_VERSION = 1  # bump when the output layout or semantics change: old outputs are redone
+FORMAT_VERSION = 2  # bump when the output layout or semantics change: old outputs are redone
 
 Log = Callable[[str], None]
 
@@ -208,10 +208,14 @@ def _split(df: pd.DataFrame, *, plan) -> pa.Table:
     out = shards.split_shard(df, _get(plan))
     negatives = _list_array(out.pop("negatives").to_numpy())
     table = pa.Table.from_pandas(out.drop(columns=["_shard"]), preserve_index=False)
+    # An all-None column would come out as Arrow's null type; every block must agree on string.
+    table = table.set_column(table.schema.get_field_index("cold_case"), "cold_case", table["cold_case"].cast(pa.string()))
     return table.append_column("negatives", negatives)
 
 
-INTERACTION_COLUMNS = ["user_idx", "item_idx", "domain_idx", "user_id", "item_id", "domain", "ts", "rating", "split"]
+INTERACTION_COLUMNS = [
+    "user_idx", "item_idx", "domain_idx", "user_id", "item_id", "domain", "ts", "rating", "split", "held_out",
+]
 CASE_COLUMNS = ["case_id", "protocol", "split", "user_idx", "domain_idx", "item_idx", "ts", "negatives"]
 
 
@@ -227,13 +231,30 @@ def _train_rows(batch: pa.Table) -> pa.Table:
             "label": pa.array(np.ones(n, dtype=np.int8)),
             "source": pa.array(["real"] * n, pa.string()),
             "weight": pa.array(np.ones(n, dtype=np.float32)),
+            # The cold-start protocol trains on the rows with held_out = false.
+            "held_out": rows["held_out"],
         }
     )
 
 
-def _case_rows(batch: pa.Table) -> pa.Table:
-    rows = batch.filter(pc.is_in(batch["split"], pa.array(shards.CASE_SPLITS)))
-    return rows.select(CASE_COLUMNS)
+def _case_rows(batch: pa.Table, *, n_domains: int) -> pa.Table:
+    """One row per case: warm cases (valid/test rows) and cold-start cases (latest held-out rows)."""
+    parts = []
+    for protocol, split_col in ((Protocol.warm, "split"), (Protocol.cold_start, "cold_case")):
+        split = batch[split_col]
+        rows = batch.filter(pc.is_in(split, pa.array([Split.valid.value, Split.test.value])))
+        split = rows[split_col]
+        ids = shards.case_id(
+            rows["user_idx"].to_numpy(), rows["domain_idx"].to_numpy(), n_domains,
+            pc.equal(split, Split.test.value).to_numpy(zero_copy_only=False), protocol is Protocol.cold_start,
+        )
+        parts.append(pa.table({
+            "case_id": pa.array(ids, pa.int64()),
+            "protocol": pa.array([protocol.value] * rows.num_rows, pa.string()),
+            "split": split.cast(pa.string()),
+            **{c: rows[c] for c in CASE_COLUMNS[3:]},
+        }))
+    return pa.concat_tables(parts)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -384,14 +405,15 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
         .map_groups(_split, batch_format="pandas", fn_kwargs=dict(plan=ray.put(plan)))
         .materialize()
     )
-    split_tally = _counts(final, ["domain", "split"], sums=("user_first",))
-    split_counts = _nested(split_tally, "domain", "split")
-    per_domain = split_tally.groupby("domain")[["n", "user_first"]].sum().rename(columns={"user_first": "users"})
+    tally = _counts(final, ["domain", "split", "held_out", "cold_case"], sums=("user_first",))
+    per_domain = tally.groupby("domain")[["n", "user_first"]].sum().rename(columns={"user_first": "users"})
 
     log(f"prepare: writing {out.uri}")
     final.select_columns(INTERACTION_COLUMNS).write_parquet(out.join("interactions").path, filesystem=out.fs)
     final.map_batches(_train_rows, batch_format="pyarrow").write_parquet(out.join("train").path, filesystem=out.fs)
-    final.map_batches(_case_rows, batch_format="pyarrow").write_parquet(out.join("cases").path, filesystem=out.fs)
+    final.map_batches(_case_rows, batch_format="pyarrow", fn_kwargs=dict(n_domains=len(domains))).write_parquet(
+        out.join("cases").path, filesystem=out.fs
+    )
     out.join("items.parquet").write_table(
         pa.Table.from_pandas(items[["item_idx", "item_id", "domain", "domain_idx", "title"]], preserve_index=False)
     )
@@ -409,19 +431,33 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
             }
         )
     )
-    stats = _stats(cfg, domains, roles, per_domain, items, catalog, split_counts, dropped, dropped_catalog,
+    stats = _stats(cfg, domains, roles, per_domain, items, catalog, tally, dropped, dropped_catalog,
                    rows_read, len(users), ranges, time.perf_counter() - t0)
     out.join("stats.json").write_json(stats)
     return stats
 
 
-def _stats(cfg, domains, roles, per_domain, items, catalog, split_counts, dropped, dropped_catalog,
+def _protocol_counts(tally: pd.DataFrame, domain: str) -> tuple[dict, dict]:
+    """Warm split sizes and cold-start sizes of one domain, from the split-pass tally."""
+    t = tally[tally["domain"] == domain]
+    warm = {s.value: int(t.loc[t["split"] == s.value, "n"].sum()) for s in Split}
+    cold = {
+        "held_out_users": int(t.loc[t["cold_case"].notna(), "n"].sum()),
+        "held_out_interactions": int(t.loc[t["held_out"].astype(bool), "n"].sum()),
+        "valid": int(t.loc[t["cold_case"] == Split.valid.value, "n"].sum()),
+        "test": int(t.loc[t["cold_case"] == Split.test.value, "n"].sum()),
+    }
+    return warm, cold
+
+
+def _stats(cfg, domains, roles, per_domain, items, catalog, tally, dropped, dropped_catalog,
            rows_read, n_users, ranges, seconds) -> dict:
     per = {}
     for d_idx, d in enumerate(domains):
         n_users_d = int(per_domain.loc[d, "users"])
         d_items = items[items["domain_idx"] == d_idx]
         n_inter = int(per_domain.loc[d, "n"])
+        warm, cold = _protocol_counts(tally, d)
         per[d] = {
             "role": roles[d].value,
             "users": n_users_d,
@@ -431,7 +467,8 @@ def _stats(cfg, domains, roles, per_domain, items, catalog, split_counts, droppe
             "titles_missing": int(d_items["title"].isna().sum()),
             "catalog_items": int((catalog["domain"] == d).sum()),
             "item_idx_range": list(ranges[d_idx]),
-            "splits": {s.value: int(split_counts.get(d, {}).get(s.value, 0)) for s in Split},
+            "splits": warm,
+            "cold_start": cold,
             "dropped": {reason: int(by_domain.get(d, 0)) for reason, by_domain in sorted(dropped.items())},
         }
     total_dropped = {reason: int(sum(v.values())) for reason, v in sorted(dropped.items())}

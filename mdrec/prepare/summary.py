@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def domain_table(stats: dict) -> str:
     header = ["domain", "role", "users", "items", "interactions", "density", "train", "valid", "test",
-              "cold-start", "dropped", "no title"]
+              "cold-start users", "dropped", "no title"]
     rows = []
     for name, d in stats["domains"].items():
         s = d["splits"]
@@ -19,7 +19,7 @@ def domain_table(stats: dict) -> str:
             f"{s['train']:,}",
             f"{s['valid']:,}",
             f"{s['test']:,}",
-            f"{s['cold_valid'] + s['cold_test']:,}",
+            f"{d['cold_start']['held_out_users']:,}",
             f"{sum(d['dropped'].values()):,}",
             f"{d['titles_missing']:,}",
         ])

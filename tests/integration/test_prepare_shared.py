@@ -47,27 +47,50 @@ def test_every_eligible_user_has_one_valid_and_one_test_case(prepared):
     run_dir, _, _ = prepared
     inter = table(run_dir, "interactions")
     cases = table(run_dir, "cases")
+    domains = pd.read_parquet(run_dir / "prepared" / "domains.parquet")[["domain_idx", "domain"]]
     counts = inter.groupby(["user_idx", "domain"]).size()
-    cold_users = inter.loc[inter["split"].str.startswith("cold"), ["user_idx", "domain"]].drop_duplicates()
-    cold_pairs = set(map(tuple, cold_users.to_numpy()))
-    eligible = {pair for pair, n in counts.items() if n >= 3 and pair not in cold_pairs}
-    warm = cases[cases["protocol"] == "warm"].merge(
-        pd.read_parquet(run_dir / "prepared" / "domains.parquet")[["domain_idx", "domain"]], on="domain_idx"
-    )
+    eligible = {pair for pair, n in counts.items() if n >= 3}
+    warm = cases[cases["protocol"] == "warm"].merge(domains, on="domain_idx")
     per_pair = warm.groupby(["user_idx", "domain", "split"]).size().unstack(fill_value=0)
     assert set(per_pair.index) == eligible
     assert (per_pair["valid"] == 1).all() and (per_pair["test"] == 1).all()
+    assert len(eligible) == 13_238 + 47_589  # Food users with 3+, and every Kitchen user
     # the test case is the latest interaction, validation the one before
-    last = inter.sort_values("ts").groupby(["user_idx", "domain"]).tail(1)
+    ordered = inter.sort_values(["user_idx", "domain", "ts"])
+    last = ordered.groupby(["user_idx", "domain"]).tail(1)
+    before_last = ordered.groupby(["user_idx", "domain"]).nth(-2)
     tests = inter[inter["split"] == "test"]
-    assert set(map(tuple, tests[["user_idx", "item_idx"]].to_numpy())) <= set(map(tuple, last[["user_idx", "item_idx"]].to_numpy()))
-    # cold-start users (Food only, the cold domain) keep no Food history in training
+    valids = inter[inter["split"] == "valid"]
+    last_eligible = last[[pair in eligible for pair in zip(last["user_idx"], last["domain"])]]
+    key = lambda t: set(zip(t["user_idx"], t["item_idx"], t["ts"]))  # noqa: E731
+    assert key(tests) == key(last_eligible)
+    assert key(valids) <= key(before_last)
+
+
+def test_cold_start_users_lose_their_food_history(prepared):
+    run_dir, _, _ = prepared
+    inter = table(run_dir, "interactions")
+    cases = table(run_dir, "cases")
     train = table(run_dir, "train")
-    food_idx = 0
-    held = {u for u, d in cold_pairs if d == "Food"}
-    assert held and {d for _, d in cold_pairs} == {"Food"}
-    assert not set(train.loc[train["domain_idx"] == food_idx, "user_idx"]) & held
-    assert len(held) / inter.loc[inter["domain"] == "Food", "user_idx"].nunique() < 0.2
+    held = inter[inter["held_out"]]
+    assert set(held["domain"]) == {"Food"}  # the cold domain only
+    held_users = set(held["user_idx"])
+    food_users = inter.loc[inter["domain"] == "Food", "user_idx"].nunique()
+    both = inter.groupby("user_idx")["domain"].nunique()
+    assert held_users <= set(both[both == 2].index)  # only users active elsewhere too
+    assert 0.15 < len(held_users) / (both == 2).sum() < 0.25  # fraction 0.2 of the eligible
+    assert len(held_users) / food_users < 0.2
+    # every held-out interaction is out of the cold-start protocol's training rows
+    cold_train = train[~train["held_out"]]
+    assert not set(cold_train.loc[cold_train["domain_idx"] == 0, "user_idx"]) & held_users
+    assert len(train) - len(cold_train) == ((inter["split"] == "train") & inter["held_out"]).sum()
+    # one cold-start case per held-out user, on their latest Food interaction
+    cold_cases = cases[cases["protocol"] == "cold_start"]
+    assert sorted(cold_cases["user_idx"]) == sorted(held_users)
+    latest = held.sort_values("ts").groupby("user_idx").tail(1).set_index("user_idx")["item_idx"]
+    assert (cold_cases.set_index("user_idx")["item_idx"].sort_index() == latest.sort_index()).all()
+    assert set(cold_cases["split"]) == {"valid", "test"}
+    assert cases["case_id"].is_unique
 
 
 def test_negatives_never_interacted_anywhere(prepared):

@@ -37,14 +37,17 @@ def test_world_prepare_outputs(ray_session, tmp_path):
         assert set(items.loc[items["domain"] == d, "item_idx"]) == set(range(lo, hi))
     # train rows carry the training contract
     train = read(tmp_path / "run", "train")
-    assert list(train.columns) == ["user_idx", "item_idx", "domain_idx", "ts", "label", "source", "weight"]
     assert (train["label"] == 1).all() and (train["source"] == "real").all() and (train["weight"] == 1).all()
     inter = read(tmp_path / "run", "interactions")
+    assert list(train.columns) == ["user_idx", "item_idx", "domain_idx", "ts", "label", "source", "weight", "held_out"]
     assert len(train) == (inter["split"] == "train").sum()
     assert stats["totals"]["interactions"] == len(inter)
     # every split count in stats matches the table
     for d, s in stats["domains"].items():
         assert s["splits"] == {k: int(((inter["domain"] == d) & (inter["split"] == k)).sum()) for k in s["splits"]}
+        assert s["cold_start"]["held_out_interactions"] == int((inter["held_out"] & (inter["domain"] == d)).sum())
+    assert stats["domains"]["Music"]["cold_start"]["held_out_users"] > 0
+    assert stats["domains"]["Books"]["cold_start"]["held_out_users"] == 0
 
 
 def test_world_prepare_is_deterministic_across_shard_counts(ray_session, tmp_path):

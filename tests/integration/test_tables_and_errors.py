@@ -67,6 +67,21 @@ def test_csv_with_mapped_columns(ray_session, tmp_path):
     assert got["user_id"].dtype == object or str(got["user_id"].dtype).startswith("str")
 
 
+def test_changed_input_file_redoes_the_stage(ray_session, tmp_path):
+    inter, items = toy_frames()
+    inter.to_csv(tmp_path / "inter.csv", index=False)
+    items.to_csv(tmp_path / "items.csv", index=False)
+    cfg = table_config(tmp_path, tmp_path / "inter.csv", tmp_path / "items.csv", source=MAPPED)
+    assert run_cli("prepare", cfg, "--run-dir", str(tmp_path / "run"))[0] == 0
+    code, _, err = run_cli("prepare", cfg, "--run-dir", str(tmp_path / "run"))
+    assert "reusing committed output" in err
+    inter.iloc[:-3].to_csv(tmp_path / "inter.csv", index=False)  # the data changed
+    code, _, err = run_cli("prepare", cfg, "--run-dir", str(tmp_path / "run"))
+    assert code == 0 and "reusing" not in err
+    stats = json.loads((tmp_path / "run" / "prepared" / "stats.json").read_text())
+    assert stats["totals"]["rows_read"] == len(inter) - 3
+
+
 def test_single_domain_table_and_s3_input(ray_session, tmp_path, s3_bucket):
     import boto3
 

@@ -62,8 +62,9 @@ def test_negatives_same_domain_never_interacted_deterministic():
     )
     plan = plan_for(df, negatives=10)
     out = shards.split_shard(df, plan)
-    cases = out[out["split"].isin(shards.CASE_SPLITS)]
+    cases = out[out["negatives"].notna()]
     assert len(cases) == 2  # valid + test for u1 in A
+    assert set(cases["split"]) == {"valid", "test"}
     mine = set(out.loc[out["user_id"] == "u1", "item_idx"])
     for row in cases.itertuples():
         lo, hi = plan.item_ranges[row.domain_idx]
@@ -76,6 +77,14 @@ def test_negatives_same_domain_never_interacted_deterministic():
             assert not mine & set(negs)
     again = shards.split_shard(df.sample(frac=1, random_state=3), plan)
     assert [list(v) for v in again["negatives"].dropna()] == [list(v) for v in out["negatives"].dropna()]
+
+
+def test_case_ids_are_unique_across_protocols():
+    users = np.array([0, 0, 1, 1, 5])
+    domains = np.array([0, 1, 0, 0, 1])
+    is_test = np.array([False, False, False, True, True])
+    ids = np.concatenate([shards.case_id(users, domains, 2, is_test, cold) for cold in (False, True)])
+    assert len(set(ids)) == len(ids)
 
 
 def test_negatives_do_not_depend_on_the_shard():
@@ -111,23 +120,25 @@ def test_cold_start_holds_out_whole_domain_history():
     df = frame(rows)
     out = shards.split_shard(df, plan_for(df, cold=["Cold"], fraction=0.3))
     cold_rows = out[out["domain"] == "Cold"]
-    held = cold_rows[cold_rows["split"].isin([Split.cold_heldout.value, Split.cold_valid.value, Split.cold_test.value])]
-    held_users = set(held["user_id"])
+    held_users = set(cold_rows.loc[cold_rows["held_out"], "user_id"])
     assert 0.2 < len(held_users) / 200 < 0.4
     assert "only-cold" not in held_users
+    assert not out.loc[out["domain"] == "Rich", "held_out"].any()
     for user, rows_ in cold_rows.groupby("user_id"):
-        splits = set(rows_["split"])
+        # the warm protocol is untouched: leave-last-out for everyone with 3 or more
+        assert sorted(rows_["split"]) == ["test", "train", "valid"] or len(rows_) != 3
         if user in held_users:
-            # the whole cold-domain history is out of training, with exactly one case
-            assert Split.train.value not in splits
-            assert ((rows_["split"] == Split.cold_valid.value) | (rows_["split"] == Split.cold_test.value)).sum() == 1
-            assert (out[(out["user_id"] == user) & (out["domain"] == "Rich")]["split"] == Split.train.value).any()
+            # the whole cold-domain history is held out, with exactly one case, on the latest row
+            assert rows_["held_out"].all()
+            assert rows_["cold_case"].notna().sum() == 1
+            assert rows_.loc[rows_["cold_case"].notna(), "ts"].item() == rows_["ts"].max()
+            # the cold case is the warm test row: both protocols share its negatives
+            assert rows_.loc[rows_["cold_case"].notna(), "split"].item() == "test"
+            assert rows_["negatives"].notna().sum() == 2
         else:
-            assert not splits & {Split.cold_heldout.value, Split.cold_valid.value, Split.cold_test.value}
-    cases = out[out["split"].isin([Split.cold_valid.value, Split.cold_test.value])]
-    assert set(cases["protocol"]) == {"cold_start"}
-    assert 0.3 < (cases["split"] == Split.cold_test.value).mean() < 0.7
-    assert out.loc[out["case_id"] >= 0, "case_id"].is_unique
+            assert not rows_["held_out"].any() and rows_["cold_case"].isna().all()
+    cases = out[out["cold_case"].notna()]
+    assert 0.3 < (cases["cold_case"] == "test").mean() < 0.7
 
 
 def test_a_user_is_held_out_in_one_domain_at_most():
@@ -137,7 +148,7 @@ def test_a_user_is_held_out_in_one_domain_at_most():
         rows += [(f"u{u}", f"y{i:03d}", "Y", 5 + i) for i in range(2)]
     df = frame(rows)
     out = shards.split_shard(df, plan_for(df, cold=["X", "Y"], fraction=0.9))
-    held = out[out["split"] != Split.train.value].groupby("user_id")["domain"].nunique()
+    held = out[out["held_out"]].groupby("user_id")["domain"].nunique()
     assert held.max() == 1
     assert len(held) > 200  # most users are held out somewhere
 
