@@ -313,19 +313,21 @@ def _kcore(ds: ray.data.Dataset, k: int, max_rounds: int, log: Log) -> ray.data.
     raise DataError(f"prepare.kcore={k}: did not converge in {max_rounds} rounds (raise prepare.kcore_max_rounds)")
 
 
-def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
-    from mdrec.ray_session import cluster_cpus
+class _Progress:
+    """Numbered step messages with the time since the stage started."""
 
-    p = cfg.prepare
-    t0 = time.perf_counter()
-    num_shards = p.num_shards or max(2, 2 * cluster_cpus())
-    log(f"prepare: reading {cfg.data.source.type} source")
-    src = load_source(cfg.data.source, cfg.seed)
-    keep = set(cfg.data.domains) if cfg.data.domains is not None else None
-    dropped_catalog: dict = {}
-    catalog, catalog_domains = _collect_catalog(src, keep, dropped_catalog)
+    STEPS = 6
 
-    log("prepare: checking rows against the catalog")
+    def __init__(self, log: Log):
+        self.log, self.step, self.t0 = log, 0, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        self.step += 1
+        self.log(f"prepare [{self.step}/{self.STEPS}, {time.perf_counter() - self.t0:.0f}s]: {message}")
+
+
+def _tag_rows(cfg: MdrecConfig, src: LoadedSource, catalog: pd.DataFrame, keep, num_shards: int):
+    """Every row labelled with its drop reason and user shard (materialized), and the counts."""
     tagged = src.interactions.map_batches(
         _tag,
         batch_format="pandas",
@@ -336,79 +338,47 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
             num_shards=num_shards,
         ),
     ).materialize()
-    tag_counts = _counts(tagged, ["domain", "_drop"])
-    rows_read = int(tag_counts["n"].sum())
-    if rows_read == 0:
+    counts = _counts(tagged, ["domain", "_drop"])
+    if int(counts["n"].sum()) == 0:
         raise DataError(f"{src.interactions_uri}: interactions table is empty")
-    dropped: dict = {}
-    for reason, per_domain in src.dropped.items():
-        _add_drops(dropped, reason, per_domain)
-    for reason, per_domain in _nested(tag_counts[tag_counts["_drop"] != ""], "_drop", "domain").items():
-        _add_drops(dropped, reason, per_domain)
-    known = catalog_domains | set(tag_counts["domain"]) | set(src.declared_domains or [])
-    if keep is not None:  # rows of other domains were tagged, so their names are known too
-        known |= set(dropped.get("other_domain", {}))
+    return tagged, counts
 
-    log(f"prepare: removing exact duplicates ({num_shards} user shards)")
+
+def _drop_duplicates(tagged: ray.data.Dataset, num_shards: int, dropped: dict) -> ray.data.Dataset:
     deduped = (
         tagged.map_batches(_kept, batch_format="pyarrow")
         .groupby("_shard", num_partitions=num_shards)
         .map_groups(_dedupe, batch_format="pandas")
         .materialize()
     )
-    dup_counts = _counts(deduped, ["domain", "_dup"])
-    dups = dup_counts[dup_counts["_dup"].astype(bool)]
+    counts = _counts(deduped, ["domain", "_dup"])
+    dups = counts[counts["_dup"].astype(bool)]
     _add_drops(dropped, "duplicate", dict(zip(dups["domain"], dups["n"])))
-    clean = deduped.map_batches(_not_duplicate, batch_format="pyarrow").materialize()
+    return deduped.map_batches(_not_duplicate, batch_format="pyarrow").materialize()
 
-    if p.kcore > 0:
-        before = _counts(clean, ["domain"]).set_index("domain")["n"]
-        clean = _kcore(clean, p.kcore, p.kcore_max_rounds, log)
-        after = _counts(clean, ["domain"]).set_index("domain")["n"].reindex(before.index, fill_value=0)
-        _add_drops(dropped, "kcore", (before - after).to_dict())
 
-    log("prepare: counting interactions and items per domain")
-    item_counts = _counts(clean, ["domain", "item_id"])
-    kept_rows = {str(d): int(n) for d, n in item_counts.groupby("domain")["n"].sum().items()}
-    read_rows = {str(d): int(n) for d, n in tag_counts.groupby("domain")["n"].sum().items()}
-    domains = _resolve_domains(cfg, src, kept_rows, read_rows, dropped, known)
-    roles = assign_roles({d: kept_rows[d] for d in domains}, p.roles, p.cold_ratio)
+def _apply_kcore(clean: ray.data.Dataset, p, dropped: dict, log: Log) -> ray.data.Dataset:
+    before = _counts(clean, ["domain"]).set_index("domain")["n"]
+    clean = _kcore(clean, p.kcore, p.kcore_max_rounds, log)
+    after = _counts(clean, ["domain"]).set_index("domain")["n"].reindex(before.index, fill_value=0)
+    _add_drops(dropped, "kcore", (before - after).to_dict())
+    return clean
 
-    item_counts["domain_idx"] = pd.Index(domains).get_indexer(item_counts["domain"])
-    item_counts = item_counts.sort_values(["domain_idx", "item_id"], ignore_index=True)
+
+def _index_items(item_counts: pd.DataFrame, catalog: pd.DataFrame, domains: list[str]):
+    """Items with at least one interaction, ordered by domain then id: each domain a contiguous range."""
+    item_counts = item_counts.assign(domain_idx=pd.Index(domains).get_indexer(item_counts["domain"]))
+    item_counts = item_counts[item_counts["domain_idx"] >= 0].sort_values(["domain_idx", "item_id"], ignore_index=True)
     items = item_counts.merge(catalog[["domain", "item_id", "title"]], on=["domain", "item_id"], how="left")
     items.insert(0, "item_idx", np.arange(len(items), dtype=np.int64))
     ranges = {}
-    for d_idx, d in enumerate(domains):
+    for d_idx in range(len(domains)):
         idx = items.loc[items["domain_idx"] == d_idx, "item_idx"]
         ranges[d_idx] = (int(idx.min()), int(idx.max()) + 1)
-    user_ids = clean.map_batches(_unique, batch_format="pandas", fn_kwargs=dict(column="user_id")).to_pandas()
-    users = pd.Index(np.unique(user_ids["user_id"].to_numpy(dtype=object)))
+    return items, ranges
 
-    cold_start_domains = p.cold_start.domains
-    if cold_start_domains is None:
-        cold_start_domains = [d for d in domains if roles[d] is Role.cold]
-    plan = shards.SplitPlan(
-        seed=cfg.seed,
-        users=users,
-        items=pd.Index(shards.catalog_key(items["domain"], items["item_id"])),
-        domains=pd.Index(domains),
-        item_ranges=ranges,
-        cold_start_domains=frozenset(cold_start_domains),
-        cold_start_fraction=p.cold_start.fraction,
-        min_interactions_for_eval=p.min_interactions_for_eval,
-        num_negatives=p.num_negatives,
-    )
-    log(f"prepare: splitting {len(users):,} users and drawing {p.num_negatives} negatives per case")
-    final = (
-        clean.groupby("_shard", num_partitions=num_shards)
-        .map_groups(_split, batch_format="pandas", fn_kwargs=dict(plan=ray.put(plan)))
-        .materialize()
-    )
-    tally = _counts(final, ["domain", "split", "held_out", "cold_case"], sums=("user_first",))
-    per_domain = tally.groupby("domain")[["n", "user_first"]].sum().rename(columns={"user_first": "users"})
 
-    log(f"prepare: writing {out.uri}")
+def _write_outputs(out: Location, final: ray.data.Dataset, items, users: pd.Index, domains, roles, ranges) -> None:
     final.select_columns(INTERACTION_COLUMNS).write_parquet(out.join("interactions").path, filesystem=out.fs)
     final.map_batches(_train_rows, batch_format="pyarrow").write_parquet(out.join("train").path, filesystem=out.fs)
     final.map_batches(_case_rows, batch_format="pyarrow", fn_kwargs=dict(n_domains=len(domains))).write_parquet(
@@ -431,8 +401,72 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
             }
         )
     )
+
+
+def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
+    from mdrec.ray_session import cluster_cpus
+
+    p = cfg.prepare
+    progress = _Progress(log)
+    num_shards = p.num_shards or max(2, 2 * cluster_cpus())
+
+    progress(f"reading the {cfg.data.source.type} source and its catalog")
+    src = load_source(cfg.data.source, cfg.seed)
+    keep = set(cfg.data.domains) if cfg.data.domains is not None else None
+    dropped, dropped_catalog = {}, {}
+    catalog, catalog_domains = _collect_catalog(src, keep, dropped_catalog)
+    for reason, per_domain in src.dropped.items():
+        _add_drops(dropped, reason, per_domain)
+
+    progress("checking rows: missing values, domains, catalog, ratings")
+    tagged, tag_counts = _tag_rows(cfg, src, catalog, keep, num_shards)
+    for reason, per_domain in _nested(tag_counts[tag_counts["_drop"] != ""], "_drop", "domain").items():
+        _add_drops(dropped, reason, per_domain)
+    # Domain names the data knows, to tell an unknown domain from one without rows.
+    known = catalog_domains | set(tag_counts["domain"]) | set(src.declared_domains or [])
+
+    progress(f"removing exact duplicates in {num_shards} user shards" + (f", then {p.kcore}-core" if p.kcore else ""))
+    clean = _drop_duplicates(tagged, num_shards, dropped)
+    if p.kcore > 0:
+        clean = _apply_kcore(clean, p, dropped, log)
+
+    progress("indexing domains, items and users")
+    item_counts = _counts(clean, ["domain", "item_id"])
+    kept_rows = {str(d): int(n) for d, n in item_counts.groupby("domain")["n"].sum().items()}
+    read_rows = {str(d): int(n) for d, n in tag_counts.groupby("domain")["n"].sum().items()}
+    domains = _resolve_domains(cfg, src, kept_rows, read_rows, dropped, known)
+    roles = assign_roles({d: kept_rows[d] for d in domains}, p.roles, p.cold_ratio)
+    items, ranges = _index_items(item_counts, catalog, domains)
+    user_ids = clean.map_batches(_unique, batch_format="pandas", fn_kwargs=dict(column="user_id")).to_pandas()
+    users = pd.Index(np.unique(user_ids["user_id"].to_numpy(dtype=object)))
+
+    cold_start_domains = p.cold_start.domains
+    if cold_start_domains is None:
+        cold_start_domains = [d for d in domains if roles[d] is Role.cold]
+    plan = shards.SplitPlan(
+        seed=cfg.seed,
+        users=users,
+        items=pd.Index(shards.catalog_key(items["domain"], items["item_id"])),
+        domains=pd.Index(domains),
+        item_ranges=ranges,
+        cold_start_domains=frozenset(cold_start_domains),
+        cold_start_fraction=p.cold_start.fraction,
+        min_interactions_for_eval=p.min_interactions_for_eval,
+        num_negatives=p.num_negatives,
+    )
+    progress(f"splitting {len(users):,} users, drawing {p.num_negatives} negatives per case")
+    final = (
+        clean.groupby("_shard", num_partitions=num_shards)
+        .map_groups(_split, batch_format="pandas", fn_kwargs=dict(plan=ray.put(plan)))
+        .materialize()
+    )
+    tally = _counts(final, ["domain", "split", "held_out", "cold_case"], sums=("user_first",))
+    per_domain = tally.groupby("domain")[["n", "user_first"]].sum().rename(columns={"user_first": "users"})
+
+    progress("writing interactions, train, cases, items, users, domains, stats")
+    _write_outputs(out, final, items, users, domains, roles, ranges)
     stats = _stats(cfg, domains, roles, per_domain, items, catalog, tally, dropped, dropped_catalog,
-                   rows_read, len(users), ranges, time.perf_counter() - t0)
+                   int(tag_counts["n"].sum()), len(users), ranges, time.perf_counter() - progress.t0)
     out.join("stats.json").write_json(stats)
     return stats
 
