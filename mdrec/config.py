@@ -31,6 +31,13 @@ class Role(str, enum.Enum):
     rich = "rich"
 
 
+class RoleMeasure(str, enum.Enum):
+    """What makes a domain sparse when roles are detected."""
+
+    interactions = "interactions"  # its number of interactions
+    density = "density"  # its fill rate, interactions / (users x items)
+
+
 class TableFormat(str, enum.Enum):
     parquet = "parquet"
     csv = "csv"
@@ -221,7 +228,11 @@ class PrepareConfig(StrictModel):
         0.5,
         gt=0.0,
         le=1.0,
-        description="A domain is detected as cold when its interactions are fewer than this share of the largest domain's.",
+        description="A domain is detected as cold when its measure is below this share of the largest domain's.",
+    )
+    role_measure: RoleMeasure = Field(
+        RoleMeasure.interactions,
+        description="Measure compared by role detection: interaction volume (default) or fill rate.",
     )
     min_interactions_for_eval: int = Field(
         3, ge=2, description="A user-domain pair with at least this many interactions gets a validation and a test case."

@@ -5,16 +5,16 @@ from __future__ import annotations
 from mdrec.config import Role
 
 
-def assign_roles(interactions: dict[str, int], explicit: dict[str, Role], cold_ratio: float) -> dict[str, Role]:
-    """Named roles win; the others are cold when their interactions are below `cold_ratio` of the largest.
+def assign_roles(measure: dict[str, float], explicit: dict[str, Role], cold_ratio: float) -> dict[str, Role]:
+    """Named roles win; the others are cold when their measure is below `cold_ratio` of the largest.
 
-    Volume, not fill rate, decides: on Amazon Food/Kitchen the sparse domain (Food, 3.4x fewer
-    interactions) has the *higher* fill rate because its catalog is smaller too, so density
-    in the users x items sense would call the wrong domain cold.
+    The default measure is interaction volume, not fill rate: on Amazon Food/Kitchen the sparse
+    domain (Food, 3.4x fewer interactions) has the *higher* fill rate because its catalog is
+    smaller too, so density in the users x items sense calls the wrong domain cold.
     """
-    largest = max(interactions.values(), default=0)
+    largest = max(measure.values(), default=0)
     roles = {}
-    for domain, n in interactions.items():
+    for domain, n in measure.items():
         if domain in explicit:
             roles[domain] = Role(explicit[domain])
         else:

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import ray
 import ray.data
 
-from mdrec.config import MdrecConfig, Role
+from mdrec.config import MdrecConfig, Role, RoleMeasure
 from mdrec.data.schema import Protocol, Split
 from mdrec.data.sources import LoadedSource, load_source, source_inputs
 from mdrec.errors import ConfigError, DataError
@@ -435,10 +435,14 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
     kept_rows = {str(d): int(n) for d, n in item_counts.groupby("domain")["n"].sum().items()}
     read_rows = {str(d): int(n) for d, n in tag_counts.groupby("domain")["n"].sum().items()}
     domains = _resolve_domains(cfg, src, kept_rows, read_rows, dropped, known)
-    roles = assign_roles({d: kept_rows[d] for d in domains}, p.roles, p.cold_ratio)
     items, ranges = _index_items(item_counts, catalog, domains)
     user_ids = clean.map_batches(_unique, batch_format="pandas", fn_kwargs=dict(column="user_id")).to_pandas()
     users = pd.Index(np.unique(user_ids["user_id"].to_numpy(dtype=object)))
+    measure = {d: float(kept_rows[d]) for d in domains}
+    if p.role_measure is RoleMeasure.density:
+        users_of = _counts(clean, ["domain", "user_id"]).groupby("domain").size().to_dict()
+        measure = {d: kept_rows[d] / (users_of[d] * (ranges[i][1] - ranges[i][0])) for i, d in enumerate(domains)}
+    roles = assign_roles(measure, p.roles, p.cold_ratio)
 
     cold_start_domains = p.cold_start.domains
     if cold_start_domains is None:

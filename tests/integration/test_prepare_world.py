@@ -136,3 +136,17 @@ def test_demo_config_runs_end_to_end(ray_session, tmp_path, in_repo_root):
     assert [r.split()[:2] for r in rows] == [["Books", "rich"], ["Movies", "cold"], ["Music", "cold"]]
     stats = json.loads((tmp_path / "demo" / "prepared" / "stats.json").read_text())
     assert stats["domains"]["Books"]["titles_missing"] > 0  # the demo keeps a few untitled items
+
+
+def test_roles_by_density_or_by_name(ray_session, tmp_path):
+    """Fill rate can be the measure; a named role always wins over detection."""
+    by_volume = run_prepare(config_from_dict(world_config()), RunDir(str(tmp_path / "v"))).stats["domains"]
+    cfg = world_config(role_measure="density", cold_ratio=0.99)
+    by_density = run_prepare(config_from_dict(cfg), RunDir(str(tmp_path / "d"))).stats["domains"]
+    densest = max(by_density, key=lambda d: by_density[d]["density"])
+    assert by_density[densest]["role"] == "rich"
+    assert all(s["role"] == "cold" for d, s in by_density.items() if d != densest)
+    assert by_volume["Books"]["role"] == "rich" and by_volume["Music"]["role"] == "cold"
+    named = run_prepare(config_from_dict(world_config(roles={"Books": "cold"})), RunDir(str(tmp_path / "n"))).stats
+    assert named["domains"]["Books"]["role"] == "cold"
+    assert named["domains"]["Books"]["cold_start"]["held_out_users"] > 0  # the protocol follows the roles
