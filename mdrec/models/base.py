@@ -1,0 +1,141 @@
+"""The model contract: one batch layout, one base class, and a registry from name to class.
+
+Every model scores (user, item, domain) triples with a logit, so one training loop and one
+evaluator drive them all. Models that need more (a history, a graph) get it from the batch
+or from `Dims` at construction; the loop does not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Sizes a model is built for, from the prepared data."""
+
+    num_users: int
+    num_items: int
+    num_domains: int
+
+
+@dataclass
+class Batch:
+    """Training or scoring examples; every tensor has the batch size as its first dimension."""
+
+    user: torch.Tensor  # int64 user_idx
+    item: torch.Tensor  # int64 item_idx
+    domain: torch.Tensor  # int64 domain_idx
+    label: torch.Tensor | None = None  # float32, 1 positive / 0 negative
+    weight: torch.Tensor | None = None  # float32 sample weight (synthetic rows may weigh less)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return Batch(**moved)
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+
+class ModelConfig(BaseModel):
+    """Hyper-parameters shared by every model; each model extends it with its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_dim: int = Field(32, gt=0, description="Size of user, item and domain embeddings.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in hidden layers.")
+
+
+class RecModel(nn.Module):
+    """Base class: `forward(batch)` returns one logit per example."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, config: ModelConfig, dims: Dims):
+        super().__init__()
+        self.config = config
+        self.dims = dims
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Weighted binary cross-entropy on the logits; models may add auxiliary terms."""
+        logits = self(batch)
+        losses = nn.functional.binary_cross_entropy_with_logits(logits, batch.label, reduction="none")
+        if batch.weight is not None:
+            return (losses * batch.weight).sum() / batch.weight.sum().clamp_min(1e-12)
+        return losses.mean()
+
+
+MODELS: dict[str, type[RecModel]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a model findable by name."""
+
+    def add(cls: type[RecModel]) -> type[RecModel]:
+        if name in MODELS:
+            raise ValueError(f"model name {name!r} registered twice")
+        cls.name = name
+        MODELS[name] = cls
+        return cls
+
+    return add
+
+
+def build_model(name: str, params: dict, dims: Dims) -> RecModel:
+    from mdrec.errors import ConfigError
+    from mdrec.models import load_all  # noqa: F401 - fills the registry
+
+    load_all()
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}' (known: {', '.join(sorted(MODELS))})")
+    cls = MODELS[name]
+    from pydantic import ValidationError
+
+    try:
+        config = cls.config_class.model_validate(params)
+    except ValidationError as e:
+        from mdrec.config import format_validation_error
+
+        raise ConfigError(format_validation_error(e, f"model '{name}'")) from None
+    return cls(config, dims)
+
+
+def mlp(sizes: list[int], dropout: float, last_activation: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(nn.ReLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class FeatureEmbedding(nn.Module):
+    """User, item and domain embeddings, concatenated: the input of the multi-domain CTR models."""
+
+    def __init__(self, dims: Dims, dim: int):
+        super().__init__()
+        self.user = nn.Embedding(dims.num_users, dim)
+        self.item = nn.Embedding(dims.num_items, dim)
+        self.domain = nn.Embedding(dims.num_domains, dim)
+        for emb in (self.user, self.item, self.domain):
+            nn.init.normal_(emb.weight, std=0.05)
+        self.out_dim = 3 * dim
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return torch.cat([self.user(batch.user), self.item(batch.item), self.domain(batch.domain)], dim=-1)
+
+
+def pick_by_domain(per_domain: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+    """From (batch, num_domains) outputs, each example's own domain column."""
+    return per_domain.gather(1, domain.unsqueeze(1)).squeeze(1)

@@ -1,0 +1,95 @@
+"""Training examples and evaluation candidates as arrays, from the prepared tables.
+
+Training: every real positive plus `negatives_per_positive` items drawn uniformly from the same
+domain's item range, fresh each epoch. (A drawn negative may be an item the user did interact
+with; at the catalog sizes here that is rare and is the usual trade for not looking up every
+user's history per draw.) Evaluation: each stored case expands to its positive and its stored
+negatives, padded to one width with a validity mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mdrec.models.base import Batch
+
+
+@dataclass
+class Examples:
+    user: np.ndarray
+    item: np.ndarray
+    domain: np.ndarray
+    label: np.ndarray
+    weight: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def batches(self, batch_size: int, rng: np.random.Generator | None = None):
+        order = rng.permutation(len(self)) if rng is not None else np.arange(len(self))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            yield Batch(
+                user=torch.from_numpy(self.user[rows]),
+                item=torch.from_numpy(self.item[rows]),
+                domain=torch.from_numpy(self.domain[rows]),
+                label=torch.from_numpy(self.label[rows]),
+                weight=torch.from_numpy(self.weight[rows]),
+            )
+
+
+def with_sampled_negatives(
+    user: np.ndarray,
+    item: np.ndarray,
+    domain: np.ndarray,
+    weight: np.ndarray,
+    item_ranges: dict[int, tuple[int, int]],
+    negatives_per_positive: int,
+    rng: np.random.Generator,
+) -> Examples:
+    """Positives as given, plus uniform same-domain negatives for each."""
+    k = negatives_per_positive
+    lo = np.array([item_ranges[int(d)][0] for d in range(max(item_ranges) + 1)])
+    hi = np.array([item_ranges[int(d)][1] for d in range(max(item_ranges) + 1)])
+    neg_domain = np.repeat(domain, k)
+    neg_item = lo[neg_domain] + (rng.random(len(neg_domain)) * (hi - lo)[neg_domain]).astype(np.int64)
+    return Examples(
+        user=np.concatenate([user, np.repeat(user, k)]).astype(np.int64),
+        item=np.concatenate([item, neg_item]).astype(np.int64),
+        domain=np.concatenate([domain, neg_domain]).astype(np.int64),
+        label=np.concatenate([np.ones(len(user)), np.zeros(len(neg_item))]).astype(np.float32),
+        weight=np.concatenate([weight, np.repeat(weight, k)]).astype(np.float32),
+    )
+
+
+@dataclass
+class Candidates:
+    """Cases as a matrix: column 0 the positive, then the stored negatives; `valid` masks padding."""
+
+    user: np.ndarray  # (cases,)
+    domain: np.ndarray  # (cases,)
+    items: np.ndarray  # (cases, width)
+    valid: np.ndarray  # (cases, width)
+
+    @classmethod
+    def from_cases(cls, user, domain, positive, negatives) -> "Candidates":
+        width = 1 + max((len(n) for n in negatives), default=0)
+        items = np.zeros((len(user), width), dtype=np.int64)
+        valid = np.zeros((len(user), width), dtype=bool)
+        items[:, 0], valid[:, 0] = positive, True
+        for row, negs in enumerate(negatives):
+            items[row, 1:1 + len(negs)] = negs
+            valid[row, 1:1 + len(negs)] = True
+        return cls(np.asarray(user, np.int64), np.asarray(domain, np.int64), items, valid)
+
+    def flat(self) -> Batch:
+        """Every (case, candidate) pair as one scoring batch, row-major."""
+        width = self.items.shape[1]
+        return Batch(
+            user=torch.from_numpy(np.repeat(self.user, width)),
+            item=torch.from_numpy(self.items.reshape(-1)),
+            domain=torch.from_numpy(np.repeat(self.domain, width)),
+        )

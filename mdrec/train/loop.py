@@ -1,0 +1,69 @@
+"""The training loop every model shares, in one process (Ray Train wraps it per worker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mdrec.models.base import Batch, RecModel
+from mdrec.train.examples import Candidates, Examples
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    loss: float
+    examples: int
+
+
+def train_epoch(model: RecModel, examples: Examples, optimizer: torch.optim.Optimizer, batch_size: int,
+                rng: np.random.Generator) -> float:
+    model.train()
+    total, seen = 0.0, 0
+    for batch in examples.batches(batch_size, rng):
+        optimizer.zero_grad(set_to_none=True)
+        loss = model.loss(batch)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(batch)
+        seen += len(batch)
+    return total / max(seen, 1)
+
+
+@torch.no_grad()
+def score(model: RecModel, candidates: Candidates, batch_size: int = 8192) -> np.ndarray:
+    """Logits of every candidate, shaped like `candidates.items`."""
+    model.eval()
+    flat = candidates.flat()
+    out = np.empty(len(flat), dtype=np.float32)
+    for start in range(0, len(flat), batch_size):
+        end = start + batch_size
+        part = Batch(flat.user[start:end], flat.item[start:end], flat.domain[start:end])
+        out[start:end] = model(part).float().cpu().numpy()
+    return out.reshape(candidates.items.shape)
+
+
+def fit(
+    model: RecModel,
+    make_examples: Callable[[int], Examples],
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 1024,
+    seed: int = 0,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> list[EpochResult]:
+    """Train for `epochs`; `make_examples(epoch)` draws that epoch's examples (fresh negatives)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    for epoch in range(epochs):
+        examples = make_examples(epoch)
+        result = EpochResult(epoch, train_epoch(model, examples, optimizer, batch_size, rng), len(examples))
+        history.append(result)
+        if on_epoch:
+            on_epoch(result)
+    return history
