@@ -6,7 +6,6 @@ import gzip
 import json
 
 import pandas as pd
-import pytest
 
 from mdrec.storage import resolve
 from tests.conftest import run_cli

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -15,6 +14,7 @@ from mdrec.models import MODELS, Dims, build_model, load_all
 from mdrec.prepare import shards
 from mdrec.train.examples import Candidates, with_sampled_negatives
 from mdrec.train.loop import fit, score
+from tests.unit.test_shards import plan_for
 
 load_all()
 
@@ -37,25 +37,12 @@ def tiny_world():
             WorldDomainConfig(name="Music", kind="music", items=80, participation=0.5, activity=6),
         ],
     )
-    items, inter = world.generate(cfg, seed=0)
+    _, inter = world.generate(cfg, seed=0)
     df = inter.to_pandas()
-    catalog = df[["domain", "item_id"]].drop_duplicates()
-    domains = ["Books", "Music"]
-    catalog["d"] = pd.Index(domains).get_indexer(catalog["domain"])
-    catalog = catalog.sort_values(["d", "item_id"], ignore_index=True)
-    ranges = {}
-    for d in range(len(domains)):
-        rows = np.flatnonzero(catalog["d"].to_numpy() == d)
-        ranges[d] = (int(rows.min()), int(rows.max()) + 1)
-    plan = shards.SplitPlan(
-        seed=0, users=pd.Index(sorted(df["user_id"].unique())),
-        items=pd.Index(shards.catalog_key(catalog["domain"], catalog["item_id"])), domains=pd.Index(domains),
-        item_ranges=ranges, cold_start_domains=frozenset(), cold_start_fraction=0.0,
-        min_interactions_for_eval=3, num_negatives=50,
-    )
+    plan = plan_for(df, negatives=50)
     out = shards.split_shard(df, plan)
-    dims = Dims(len(plan.users), len(plan.items), len(domains))
-    return out, ranges, dims
+    dims = Dims(len(plan.users), len(plan.items), len(plan.domains))
+    return out, plan.item_ranges, dims
 
 
 def test_registry_has_every_family_member():
