@@ -85,10 +85,29 @@ def prepare(config: str, run_dir: str | None, overrides: tuple[str, ...], force:
 @RUN_DIR_OPT
 @SET_OPT
 @FORCE_OPT
+def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
+    """Train every model in CONFIG's `train.models` on Ray Train, from the prepared data.
+
+    One TorchTrainer run per model (train.num_workers workers, DDP), a checkpoint per epoch under
+    <run-dir>/.train/, early stopping on a validation metric, and resume from the last checkpoint
+    after a failure or a re-run. Commits <run-dir>/models/<model>/real/ (model.pt, metrics.json)
+    and prints each model's best validation epoch.
+    """
+    from mdrec.pipeline import run_stages
+
+    cfg = _load(config, overrides, run_dir)
+    run_stages(cfg, _open_run_dir(cfg), ["train"], force=force, log=_log)
+
+
+@cli.command()
+@CONFIG_ARG
+@RUN_DIR_OPT
+@SET_OPT
+@FORCE_OPT
 def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Run the whole pipeline for CONFIG, resuming from committed stages.
 
-    Stages available so far: prepare.
+    Stages available so far: prepare, train.
     """
     from mdrec.pipeline import STAGES, run_stages
 

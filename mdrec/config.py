@@ -244,6 +244,47 @@ class PrepareConfig(StrictModel):
     )
 
 
+# --------------------------------------------------------------------------- train
+
+
+class TrainProtocol(str, enum.Enum):
+    """Which training rows a model sees: the warm split, or the warm split minus held-out rows."""
+
+    warm = "warm"
+    cold_start = "cold_start"
+
+
+class ModelSpec(StrictModel):
+    name: str = Field(description="Registered model name (see mdrec/models).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The model's hyper-parameters; unknown ones are rejected."
+    )
+
+
+class EarlyStoppingConfig(StrictModel):
+    metric: str = Field("ndcg@10", description="Validation metric to maximise (a key of the metrics summary).")
+    patience: int = Field(2, ge=1, description="Epochs without improvement before training stops.")
+
+
+class TrainConfig(StrictModel):
+    models: list[ModelSpec] = Field(
+        default_factory=lambda: [ModelSpec(name="star")], min_length=1, description="Models to train, in order."
+    )
+    protocol: TrainProtocol = Field(TrainProtocol.warm, description="Training rows and validation cases to use.")
+    epochs: int = Field(10, gt=0, description="Maximum number of epochs.")
+    batch_size: int = Field(1024, gt=0, description="Positives per batch on each worker (negatives are added).")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    negatives_per_positive: int = Field(4, ge=1, description="Same-domain negatives drawn per positive each epoch.")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel, DDP).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=lambda: {"CPU": 1.0},
+        description="Ray resources of each worker; fractional CPUs keep small machines from hanging.",
+    )
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping.")
+    max_failures: int = Field(2, ge=0, description="Worker-group restarts, each resuming from the last checkpoint.")
+
+
 # --------------------------------------------------------------------------- runtime
 
 
@@ -264,6 +305,7 @@ class MdrecConfig(StrictModel):
     run_dir: str | None = Field(None, description="Run directory (local path or s3://bucket/prefix).")
     data: DataConfig = Field(description="Input data.")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="The prepare stage.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The train stage.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray runtime.")
 
     @field_validator("name")

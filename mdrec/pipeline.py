@@ -21,10 +21,20 @@ def _prepare(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
     return result
 
 
-# Stage name -> runner, in pipeline order. Later stages (generate, filter, train, evaluate)
-# join this table as they are built.
+def _train(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
+    from mdrec.train.stage import run_train
+    from mdrec.train.summary import training_table
+
+    results = run_train(cfg, run_dir, force=force, log=log)
+    click.echo(training_table(results))
+    return results
+
+
+# Stage name -> runner, in pipeline order. Later stages (generate, filter, evaluate) join this
+# table as they are built.
 STAGES: dict[str, Callable] = {
     "prepare": _prepare,
+    "train": _train,
 }
 
 

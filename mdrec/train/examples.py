@@ -73,9 +73,10 @@ class Candidates:
     domain: np.ndarray  # (cases,)
     items: np.ndarray  # (cases, width)
     valid: np.ndarray  # (cases, width)
+    catalog: np.ndarray | None = None  # items these cases could show (for coverage and exposure)
 
     @classmethod
-    def from_cases(cls, user, domain, positive, negatives) -> "Candidates":
+    def from_cases(cls, user, domain, positive, negatives, catalog=None) -> "Candidates":
         width = 1 + max((len(n) for n in negatives), default=0)
         items = np.zeros((len(user), width), dtype=np.int64)
         valid = np.zeros((len(user), width), dtype=bool)
@@ -83,7 +84,11 @@ class Candidates:
         for row, negs in enumerate(negatives):
             items[row, 1:1 + len(negs)] = negs
             valid[row, 1:1 + len(negs)] = True
-        return cls(np.asarray(user, np.int64), np.asarray(domain, np.int64), items, valid)
+        return cls(np.asarray(user, np.int64), np.asarray(domain, np.int64), items, valid, catalog)
+
+    def subset(self, rows: np.ndarray, catalog: np.ndarray | None = None) -> "Candidates":
+        return Candidates(self.user[rows], self.domain[rows], self.items[rows], self.valid[rows],
+                          self.catalog if catalog is None else catalog)
 
     def flat(self) -> Batch:
         """Every (case, candidate) pair as one scoring batch, row-major."""

@@ -19,16 +19,22 @@ class EpochResult:
     examples: int
 
 
-def train_epoch(model: RecModel, examples: Examples, optimizer: torch.optim.Optimizer, batch_size: int,
+def train_step(model: torch.nn.Module, batch: Batch, optimizer: torch.optim.Optimizer) -> float:
+    """One optimizer step; `model` may be a DDP wrapper around a RecModel."""
+    inner: RecModel = getattr(model, "module", model)
+    optimizer.zero_grad(set_to_none=True)
+    loss = inner.loss(batch, logits=model(batch))
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train_epoch(model: torch.nn.Module, examples: Examples, optimizer: torch.optim.Optimizer, batch_size: int,
                 rng: np.random.Generator) -> float:
     model.train()
     total, seen = 0.0, 0
     for batch in examples.batches(batch_size, rng):
-        optimizer.zero_grad(set_to_none=True)
-        loss = model.loss(batch)
-        loss.backward()
-        optimizer.step()
-        total += float(loss.detach()) * len(batch)
+        total += train_step(model, batch, optimizer) * len(batch)
         seen += len(batch)
     return total / max(seen, 1)
 

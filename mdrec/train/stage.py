@@ -1,0 +1,165 @@
+"""The `train` stage: one Ray Train (TorchTrainer, DDP) run per model, resumable.
+
+Checkpoints of a run live under `<run-dir>/.train/<model>-<variant>-<fingerprint>/`, one per
+epoch, so a failed worker group or a re-submitted job goes on from the last epoch. When training
+ends, the best epoch's weights and the per-epoch history are committed to
+`<run-dir>/models/<model>/<variant>/` (model.pt, metrics.json).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import ray
+import ray.data
+import torch
+
+from mdrec.config import MdrecConfig, ModelSpec, TrainProtocol
+from mdrec.data.schema import Protocol, Split
+from mdrec.errors import DataError
+from mdrec.models import Dims, build_model
+from mdrec.storage import RunDir
+from mdrec.train.examples import Candidates
+
+VARIANT = "real"  # training data variant; synthetic variants join with the generation stages
+Log = Callable[[str], None]
+
+
+@dataclass
+class PreparedData:
+    """What training needs from `prepared/`, read once for every model."""
+
+    dims: Dims
+    item_ranges: dict[int, tuple[int, int]]
+    train_path: str
+    fs: object
+    valid: Candidates
+    fingerprint: str
+
+
+def load_prepared(run_dir: RunDir, protocol: TrainProtocol) -> PreparedData:
+    stage = run_dir.stage("prepared")
+    record = stage.commit_record()
+    if record is None:
+        raise DataError(f"{stage.location.uri}: not prepared yet (run `mdrec prepare` first)")
+    loc = stage.location
+    domains = loc.join("domains.parquet").read_table().to_pandas()
+    n_users = loc.join("users.parquet").read_table(columns=["user_idx"]).num_rows
+    n_items = loc.join("items.parquet").read_table(columns=["item_idx"]).num_rows
+    ranges = {int(r.domain_idx): (int(r.item_idx_start), int(r.item_idx_end)) for r in domains.itertuples()}
+    cases = loc.join("cases").read_table().to_pandas()
+    wanted = Protocol.warm.value if protocol is TrainProtocol.warm else Protocol.cold_start.value
+    cases = cases[(cases["protocol"] == wanted) & (cases["split"] == Split.valid.value)]
+    valid = Candidates.from_cases(cases["user_idx"], cases["domain_idx"], cases["item_idx"], list(cases["negatives"]),
+                                  catalog=np.arange(n_items))
+    return PreparedData(Dims(n_users, n_items, len(domains)), ranges, loc.join("train").path, loc.fs, valid,
+                        record["fingerprint"])
+
+
+def _train_rows(batch: pd.DataFrame, *, protocol: str) -> pd.DataFrame:
+    if protocol == TrainProtocol.cold_start.value:
+        batch = batch[~batch["held_out"]]
+    return batch[["user_idx", "item_idx", "domain_idx", "weight"]]
+
+
+def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec) -> str:
+    payload = {"prepared": prepared.fingerprint, "seed": cfg.seed, "spec": spec.model_dump(mode="json"),
+               "train": cfg.train.model_dump(mode="json", exclude={"models", "num_workers", "use_gpu",
+                                                                   "resources_per_worker", "max_failures"})}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec: ModelSpec, *,
+                force: bool = False, log: Log = lambda m: None) -> dict:
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from mdrec.train.worker import KILL_ONCE_ENV, STATE_FILE, train_loop
+
+    stage = run_dir.stage(f"models/{spec.name}/{VARIANT}")
+    fp = fingerprint(prepared, cfg, spec)
+    if not force and stage.is_current(fp):
+        log(f"train {spec.name}: reusing committed model in {stage.location.uri}")
+        return stage.location.join("metrics.json").read_json()
+    t = cfg.train
+    dataset = ray.data.read_parquet(prepared.train_path, filesystem=prepared.fs).map_batches(
+        _train_rows, batch_format="pandas", fn_kwargs=dict(protocol=t.protocol.value)
+    )
+    storage = run_dir.location.join(".train")
+    run_name = f"{spec.name}-{VARIANT}-{fp[:16]}"
+    if force:
+        storage.join(run_name).delete()  # Ray Train would resume from the old checkpoints
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "spec": spec.model_dump(mode="json"),
+            "train": t.model_dump(mode="json"),
+            "seed": cfg.seed,
+            "dims": prepared.dims,
+            "item_ranges": prepared.item_ranges,
+            "valid": ray.put(prepared.valid),
+            "kill_once": os.environ.get(KILL_ONCE_ENV),  # tests only: see worker._maybe_die
+        },
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                                     resources_per_worker=dict(t.resources_per_worker)),
+        datasets={"train": dataset},
+        # Blocks in read order, so one worker with one seed sees the same batches every run.
+        dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage.path,
+            storage_filesystem=storage.fs,
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    log(f"train {spec.name}: {t.num_workers} worker(s), up to {t.epochs} epochs")
+    started = time.perf_counter()
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(f"{folder}/{STATE_FILE}", weights_only=False)
+    history = state["history"]
+    best = state["best"]
+    summary = {
+        "model": spec.name,
+        "variant": VARIANT,
+        "protocol": t.protocol.value,
+        "params": spec.params,
+        "best_epoch": best["epoch"],
+        "early_stopping_metric": t.early_stopping.metric,
+        "best_value": best["value"],
+        "stopped_early": state["stopped_early"],
+        "epochs_run": len(history),
+        # The epoch each worker-group attempt began at: [0] for an uninterrupted run.
+        "attempt_starts": state["starts"],
+        "seconds": round(time.perf_counter() - started, 2),
+        "history": history,
+    }
+    with stage.writing(fp, meta={"model": spec.name}) as out:
+        buffer = io.BytesIO()
+        torch.save(best["model"], buffer)
+        out.join("model.pt").write_bytes(buffer.getvalue())
+        out.join("metrics.json").write_json(summary)
+    log(f"train {spec.name}: best {t.early_stopping.metric}={best['value']:.4f} at epoch {best['epoch']}")
+    return summary
+
+
+def run_train(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Log = lambda m: None) -> dict:
+    from mdrec.ray_session import ensure_ray
+
+    ensure_ray(cfg.ray)
+    prepared = load_prepared(run_dir, cfg.train.protocol)
+    for spec in cfg.train.models:
+        # Fail on the driver, in one line, before any worker starts: unknown names, bad params.
+        build_model(spec.name, spec.params, prepared.dims)
+    return {spec.name: train_model(cfg, run_dir, prepared, spec, force=force, log=log) for spec in cfg.train.models}

@@ -1,0 +1,110 @@
+"""What each Ray Train worker runs: epochs over its data shard, validation, checkpoints, resume.
+
+Every worker validates on the same cases and so takes the same early-stopping decision; rank 0
+writes the checkpoint. A checkpoint holds everything needed to go on (model, optimizer, epoch,
+history, best weights), so a restarted worker group continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+import ray
+import ray.train
+import torch
+
+from mdrec.evaluate import metrics
+from mdrec.models import build_model
+from mdrec.train.examples import with_sampled_negatives
+from mdrec.train.loop import score, train_step
+
+STATE_FILE = "state.pt"
+# Tests set this (on the driver) to a file path: the first worker to reach epoch 1 creates the
+# file and dies, once, so that resuming from a checkpoint can be checked for real.
+KILL_ONCE_ENV = "MDREC_TEST_KILL_WORKER_ONCE"
+
+
+def _load_state() -> dict | None:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+
+
+def _maybe_die(marker: str | None, epoch: int) -> None:
+    if marker and epoch == 1 and not os.path.exists(marker):
+        open(marker, "w").close()
+        # Mid-epoch, after the controller has had time to register epoch 0's checkpoint.
+        time.sleep(5)
+        os._exit(1)  # a hard worker death, as a lost node would be
+
+
+def train_loop(config: dict) -> None:
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    spec, train_cfg = config["spec"], config["train"]
+    torch.manual_seed(config["seed"])
+    model = build_model(spec["name"], spec["params"], config["dims"])
+    state = _load_state()
+    if state:
+        model.load_state_dict(state["model"])
+    wrapped = model
+    if world > 1:
+        from ray.train.torch import prepare_model
+
+        # Domain-specific parameters are unused when a batch lacks their domain.
+        wrapped = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"])
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+    history = state["history"] if state else []
+    best = state["best"] if state else {"value": -np.inf, "epoch": -1, "model": None}
+    start = state["epoch"] + 1 if state else 0
+    starts = (state["starts"] if state else []) + [start]  # the epoch each attempt began at
+    valid = config["valid"]
+    valid = ray.get(valid) if isinstance(valid, ray.ObjectRef) else valid
+    stop_metric, patience = train_cfg["early_stopping"]["metric"], train_cfg["early_stopping"]["patience"]
+    shard = ray.train.get_dataset_shard("train")
+
+    for epoch in range(start, train_cfg["epochs"]):
+        rng = np.random.default_rng([config["seed"], epoch, rank])
+        wrapped.train()
+        started, total, seen = time.perf_counter(), 0.0, 0
+        for b in shard.iter_batches(batch_size=train_cfg["batch_size"], batch_format="numpy"):
+            examples = with_sampled_negatives(
+                b["user_idx"], b["item_idx"], b["domain_idx"], b["weight"],
+                config["item_ranges"], train_cfg["negatives_per_positive"], rng,
+            )
+            for batch in examples.batches(len(examples), rng):
+                total += train_step(wrapped, batch, optimizer) * len(batch)
+                seen += len(batch)
+            _maybe_die(config.get("kill_once"), epoch)
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        scores = score(model, valid)
+        summary = metrics.summarize(scores, valid.items, valid.user, valid.catalog, valid.valid)
+        eval_seconds = time.perf_counter() - started
+        value = summary[stop_metric]
+        if value > best["value"]:
+            best = {"value": value, "epoch": epoch, "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        record = {"epoch": epoch, "loss": total / max(seen, 1), "examples": seen, "train_seconds": train_seconds,
+                  "eval_seconds": eval_seconds, **{f"valid_{k}": v for k, v in summary.items()}}
+        history.append(record)
+        stop = epoch - best["epoch"] >= patience
+        _report(record, rank, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                               "history": history, "best": best, "stopped_early": stop, "starts": starts})
+        if stop:
+            break
+
+
+def _report(record: dict, rank: int, state: dict) -> None:
+    if rank != 0:
+        ray.train.report(record, checkpoint=None)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(state, os.path.join(folder, STATE_FILE))
+        ray.train.report(record, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -1,0 +1,99 @@
+"""The train stage on Ray Train: checkpoints, early stopping, resume after a killed worker, DDP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mdrec.config import TrainProtocol, config_from_dict
+from mdrec.models import build_model
+from mdrec.prepare.stage import run_prepare
+from mdrec.storage import RunDir
+from mdrec.train.stage import load_prepared, run_train
+from mdrec.train.worker import KILL_ONCE_ENV
+from tests.conftest import run_cli
+from tests.integration.conftest import world_config, write_config
+
+TINY_STAR = {"name": "star", "params": {"embedding_dim": 16, "hidden": [32], "aux_hidden": [8]}}
+
+
+def train_config(epochs=3, workers=1, models=(TINY_STAR,), **train):
+    cfg = world_config(users=500)
+    cfg["train"] = {"models": list(models), "epochs": epochs, "batch_size": 512, "lr": 0.005,
+                    "num_workers": workers, "resources_per_worker": {"CPU": 0.5}, **train}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def prepared_run(ray_session, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    run_prepare(config_from_dict(train_config()), RunDir(str(run_dir)))
+    return run_dir
+
+
+def test_train_commits_best_model_and_history(prepared_run):
+    cfg = config_from_dict(train_config())
+    result = run_train(cfg, RunDir(str(prepared_run)))["star"]
+    assert result["attempt_starts"] == [0]
+    assert [h["epoch"] for h in result["history"]] == list(range(result["epochs_run"]))
+    best = max(result["history"], key=lambda h: h["valid_ndcg@10"])
+    assert result["best_epoch"] == best["epoch"] and result["best_value"] == best["valid_ndcg@10"]
+    assert best["valid_auc"] > 0.6  # random scoring would be 0.5
+    for k in (5, 10, 20):
+        assert f"valid_hr@{k}" in best and f"valid_gini_exposure@{k}" in best
+    out = prepared_run / "models" / "star" / "real"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["best_epoch"] == result["best_epoch"]
+    # the committed weights load into a fresh model of the prepared data's size
+    dims = load_prepared(RunDir(str(prepared_run)), TrainProtocol.warm).dims
+    model = build_model("star", TINY_STAR["params"], dims)
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=False))
+    assert model.embed.item.weight.shape[0] == dims.num_items
+    # a second run with the same config reuses the committed model
+    again = run_train(cfg, RunDir(str(prepared_run)))["star"]
+    assert again == saved
+
+
+def test_same_seed_same_metrics(prepared_run, tmp_path):
+    cfg = config_from_dict(train_config(epochs=2))
+    a = run_train(cfg, RunDir(str(prepared_run)), force=True)["star"]["history"]
+    b = run_train(cfg, RunDir(str(prepared_run)), force=True)["star"]["history"]
+    keys = ["loss", "valid_auc", "valid_ndcg@10"]
+    assert [[h[k] for k in keys] for h in a] == [[h[k] for k in keys] for h in b]
+
+
+def test_killed_worker_resumes_from_checkpoint(prepared_run, tmp_path, monkeypatch):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
+    cfg = config_from_dict(train_config(epochs=3, early_stopping={"metric": "auc", "patience": 5}))
+    result = run_train(cfg, RunDir(str(prepared_run)), force=True)["star"]
+    assert marker.exists()  # a worker really died at epoch 1
+    assert result["attempt_starts"] == [0, 1]  # the restart began at epoch 1, not 0
+    assert [h["epoch"] for h in result["history"]] == [0, 1, 2]
+
+
+def test_two_workers_with_ddp_and_the_cli(prepared_run, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", train_config(epochs=2, workers=2, models=(
+        TINY_STAR, {"name": "shared_bottom", "params": {"embedding_dim": 16}})))
+    code, out, err = run_cli("train", cfg, "--run-dir", str(prepared_run), "--force")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    # Ray may print its workers' log lines to stdout too: find the table by its header.
+    top = next(i for i, line in enumerate(lines) if line.split()[:2] == ["model", "protocol"])
+    assert [line.split()[0] for line in lines[top + 2:top + 4]] == ["star", "shared_bottom"]
+    metrics = json.loads((prepared_run / "models" / "shared_bottom" / "real" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["history"][-1]["valid_auc"] > 0.5
+
+
+def test_train_needs_prepared_data(ray_session, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", train_config())
+    code, _, err = run_cli("train", cfg, "--run-dir", str(tmp_path / "empty"))
+    assert code == 2 and "not prepared yet (run `mdrec prepare` first)" in err
+
+
+def test_unknown_model_is_a_config_error(prepared_run, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", train_config(models=({"name": "sasrecc"},)))
+    code, _, err = run_cli("train", cfg, "--run-dir", str(prepared_run))
+    assert code == 2 and "unknown model 'sasrecc'" in err
