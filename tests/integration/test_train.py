@@ -97,3 +97,19 @@ def test_unknown_model_is_a_config_error(prepared_run, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", train_config(models=({"name": "sasrecc"},)))
     code, _, err = run_cli("train", cfg, "--run-dir", str(prepared_run))
     assert code == 2 and "unknown model 'sasrecc'" in err
+
+
+def test_cold_start_protocol_uses_its_own_rows_and_cases(prepared_run):
+    import pandas as pd
+
+    from mdrec.train.stage import _train_rows
+
+    stats = json.loads((prepared_run / "prepared" / "stats.json").read_text())
+    cold = load_prepared(RunDir(str(prepared_run)), TrainProtocol.cold_start)
+    warm = load_prepared(RunDir(str(prepared_run)), TrainProtocol.warm)
+    assert len(cold.valid.user) == sum(d["cold_start"]["valid"] for d in stats["domains"].values()) > 0
+    assert len(warm.valid.user) == sum(d["splits"]["valid"] for d in stats["domains"].values())
+    train = pd.read_parquet(prepared_run / "prepared" / "train")
+    kept = _train_rows(train, protocol="cold_start")
+    assert len(kept) == (~train["held_out"]).sum() < len(train)
+    assert len(_train_rows(train, protocol="warm")) == len(train)
