@@ -128,25 +128,16 @@ def test_failed_prepare_keeps_committed_output(ray_session, tmp_path, monkeypatc
 
 
 def test_demo_config_runs_end_to_end(ray_session, tmp_path, in_repo_root):
-    """The README's demo: `mdrec run configs/demo.yaml` prints the domain table."""
+    """The README's demo: `mdrec run configs/demo.yaml` prints the domain and training tables."""
     code, out, err = run_cli("run", "configs/demo.yaml", "--run-dir", str(tmp_path / "demo"))
     assert code == 0, err
-    header, rule, *rows = out.strip().splitlines()
-    assert header.split()[:5] == ["domain", "role", "users", "items", "interactions"]
-    assert [r.split()[:2] for r in rows] == [["Books", "rich"], ["Movies", "cold"], ["Music", "cold"]]
+    lines = out.strip().splitlines()  # Ray may add its workers' log lines: find tables by header
+    top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["domain", "role", "users"])
+    assert [r.split()[:2] for r in lines[top + 2:top + 5]] == [["Books", "rich"], ["Movies", "cold"], ["Music", "cold"]]
+    top = next(i for i, line in enumerate(lines) if line.split()[:2] == ["model", "protocol"])
+    assert [r.split()[0] for r in lines[top + 2:top + 4]] == ["star", "shared_bottom"]
     stats = json.loads((tmp_path / "demo" / "prepared" / "stats.json").read_text())
     assert stats["domains"]["Books"]["titles_missing"] > 0  # the demo keeps a few untitled items
-
-
-def test_roles_by_density_or_by_name(ray_session, tmp_path):
-    """Fill rate can be the measure; a named role always wins over detection."""
-    by_volume = run_prepare(config_from_dict(world_config()), RunDir(str(tmp_path / "v"))).stats["domains"]
-    cfg = world_config(role_measure="density", cold_ratio=0.99)
-    by_density = run_prepare(config_from_dict(cfg), RunDir(str(tmp_path / "d"))).stats["domains"]
-    densest = max(by_density, key=lambda d: by_density[d]["density"])
-    assert by_density[densest]["role"] == "rich"
-    assert all(s["role"] == "cold" for d, s in by_density.items() if d != densest)
-    assert by_volume["Books"]["role"] == "rich" and by_volume["Music"]["role"] == "cold"
-    named = run_prepare(config_from_dict(world_config(roles={"Books": "cold"})), RunDir(str(tmp_path / "n"))).stats
-    assert named["domains"]["Books"]["role"] == "cold"
-    assert named["domains"]["Books"]["cold_start"]["held_out_users"] > 0  # the protocol follows the roles
+    for model in ("star", "shared_bottom"):
+        metrics = json.loads((tmp_path / "demo" / "models" / model / "real" / "metrics.json").read_text())
+        assert metrics["best_value"] > 0.15  # NDCG@10 with 100 negatives: random is about 0.045
