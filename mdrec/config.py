@@ -262,8 +262,17 @@ class ModelSpec(StrictModel):
 
 
 class EarlyStoppingConfig(StrictModel):
-    metric: str = Field("ndcg@10", description="Validation metric to maximise (a key of the metrics summary).")
+    metric: str = Field("ndcg@10", description="Validation metric to maximise: auc, gauc, case_auc, hr@K, ndcg@K or coverage@K (K = 5, 10, 20).")
     patience: int = Field(2, ge=1, description="Epochs without improvement before training stops.")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        from mdrec.evaluate.metrics import HIGHER_IS_BETTER
+
+        if v not in HIGHER_IS_BETTER:
+            raise ValueError(f"must be one of {', '.join(HIGHER_IS_BETTER)}")
+        return v
 
 
 class TrainConfig(StrictModel):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 KS = (5, 10, 20)
+# Summary keys where larger is better: the ones early stopping may watch.
+HIGHER_IS_BETTER = ("auc", "gauc", "case_auc", *(f"{m}@{k}" for k in KS for m in ("hr", "ndcg", "coverage")))
 
 
 def _check(scores: np.ndarray, valid: np.ndarray | None) -> np.ndarray:

@@ -53,6 +53,8 @@ def test_override_can_switch_source_type(tmp_path):
         (["nonsense"], "expected KEY=VALUE"),
         (["data.source.type.x=1"], "data.source.type is a value, not a section"),
         (["prepare.cold_start.fraction=1.5"], "'prepare.cold_start.fraction'"),
+        (["train.early_stopping.metric=logloss"], "'train.early_stopping.metric': Value error, must be one of auc"),
+        (["train.modelz=[]"], "unknown key 'train.modelz'"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tmp_path, overrides, message):
