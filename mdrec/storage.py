@@ -269,6 +269,7 @@ class Stage:
 
         On an exception the staging folder is removed and the committed output is left as it was.
         """
+        self._remove_leftovers()
         staging = self.run_dir.location.join(STAGING, f"{self.name}-{uuid.uuid4().hex[:12]}")
         staging.fs.create_dir(staging.path, recursive=True)
         try:
@@ -278,6 +279,16 @@ class Stage:
                 staging.delete()
             raise
         self._commit(staging, fingerprint, meta or {})
+
+    def _remove_leftovers(self) -> None:
+        """Staging folders of this stage left by attempts that were killed (one run per run dir)."""
+        parent = self.run_dir.location.join(STAGING, os.path.dirname(self.name))
+        prefix = os.path.basename(self.name) + "-"
+        if parent.info().type != pafs.FileType.Directory:
+            return
+        for entry in parent.fs.get_file_info(pafs.FileSelector(parent.path)):
+            if entry.type == pafs.FileType.Directory and entry.base_name.startswith(prefix):
+                parent.fs.delete_dir(entry.path)
 
     def _commit(self, staging: Location, fingerprint: str, meta: dict) -> None:
         base = staging.path.rstrip("/") + "/"
@@ -319,7 +330,3 @@ class RunDir:
 
     def file(self, *parts: str) -> Location:
         return self.location.join(*parts)
-
-    def clean_staging(self) -> None:
-        """Remove leftovers of attempts that were killed before they committed or cleaned up."""
-        self.location.join(STAGING).delete()

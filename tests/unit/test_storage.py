@@ -39,6 +39,18 @@ def test_failed_attempt_keeps_committed_output(tmp_path):
     assert not list((tmp_path / "run" / ".staging").iterdir())  # the attempt cleaned up
 
 
+def test_leftovers_of_killed_attempts_are_removed(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    killed = tmp_path / "run" / ".staging" / "s-deadbeef0000"
+    killed.mkdir(parents=True)
+    (killed / "half.parquet").write_bytes(b"partial")
+    other = tmp_path / "run" / ".staging" / "other-stage-1234"
+    other.mkdir()
+    write_stage(run, "fp1", 1)
+    assert not killed.exists()
+    assert other.exists()  # another stage's staging is not this stage's business
+
+
 def test_missing_marker_or_file_means_not_done(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     write_stage(run, "fp1", 1)
