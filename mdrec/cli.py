@@ -104,10 +104,29 @@ def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: b
 @RUN_DIR_OPT
 @SET_OPT
 @FORCE_OPT
+def evaluate(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
+    """Score the test cases with every trained model in CONFIG and compute metrics per domain.
+
+    Cases of the protocol each model was trained for are scored by Ray Data actors
+    (evaluate.num_actors); AUC, GAUC, logloss, HR@K, NDCG@K, coverage@K and Gini of exposure
+    (K = 5, 10, 20), and the Gini of per-user NDCG@10 are committed to
+    <run-dir>/evaluation/<model>/real/metrics.json and printed per model and domain.
+    """
+    from mdrec.pipeline import run_stages
+
+    cfg = _load(config, overrides, run_dir)
+    run_stages(cfg, _open_run_dir(cfg), ["evaluate"], force=force, log=_log)
+
+
+@cli.command()
+@CONFIG_ARG
+@RUN_DIR_OPT
+@SET_OPT
+@FORCE_OPT
 def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Run the whole pipeline for CONFIG, resuming from committed stages.
 
-    Stages available so far: prepare, train.
+    Stages available so far: prepare, train, evaluate.
     """
     from mdrec.pipeline import STAGES, run_stages
 

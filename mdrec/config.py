@@ -294,6 +294,11 @@ class TrainConfig(StrictModel):
     max_failures: int = Field(2, ge=0, description="Worker-group restarts, each resuming from the last checkpoint.")
 
 
+class EvaluateConfig(StrictModel):
+    num_actors: int = Field(2, ge=1, description="Ray actors scoring test cases, each holding the model.")
+    cpus_per_actor: float = Field(0.5, gt=0, description="CPUs reserved by each scoring actor.")
+
+
 # --------------------------------------------------------------------------- runtime
 
 
@@ -315,6 +320,7 @@ class MdrecConfig(StrictModel):
     data: DataConfig = Field(description="Input data.")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="The prepare stage.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The train stage.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="The evaluate stage.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray runtime.")
 
     @field_validator("name")

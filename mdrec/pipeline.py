@@ -30,11 +30,21 @@ def _train(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
     return results
 
 
-# Stage name -> runner, in pipeline order. Later stages (generate, filter, evaluate) join this
-# table as they are built.
+def _evaluate(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
+    from mdrec.evaluate.stage import run_evaluate
+    from mdrec.evaluate.summary import evaluation_table
+
+    results = run_evaluate(cfg, run_dir, force=force, log=log)
+    click.echo(evaluation_table(results))
+    return results
+
+
+# Stage name -> runner, in pipeline order. Later stages (generate, filter) join this table as
+# they are built.
 STAGES: dict[str, Callable] = {
     "prepare": _prepare,
     "train": _train,
+    "evaluate": _evaluate,
 }
 
 

@@ -45,23 +45,35 @@ class PreparedData:
     fingerprint: str
 
 
-def load_prepared(run_dir: RunDir, protocol: TrainProtocol) -> PreparedData:
+def _prepared_record(run_dir: RunDir) -> dict:
     stage = run_dir.stage("prepared")
     record = stage.commit_record()
     if record is None:
         raise DataError(f"{stage.location.uri}: not prepared yet (run `mdrec prepare` first)")
-    loc = stage.location
+    return record
+
+
+def read_dims(run_dir: RunDir) -> tuple[Dims, dict[int, tuple[int, int]]]:
+    """Model sizes and each domain's item range, from the prepared id tables."""
+    _prepared_record(run_dir)
+    loc = run_dir.stage("prepared").location
     domains = loc.join("domains.parquet").read_table().to_pandas()
     n_users = loc.join("users.parquet").read_table(columns=["user_idx"]).num_rows
     n_items = loc.join("items.parquet").read_table(columns=["item_idx"]).num_rows
     ranges = {int(r.domain_idx): (int(r.item_idx_start), int(r.item_idx_end)) for r in domains.itertuples()}
+    return Dims(n_users, n_items, len(domains)), ranges
+
+
+def load_prepared(run_dir: RunDir, protocol: TrainProtocol) -> PreparedData:
+    record = _prepared_record(run_dir)
+    dims, ranges = read_dims(run_dir)
+    loc = run_dir.stage("prepared").location
     cases = loc.join("cases").read_table().to_pandas()
     wanted = Protocol.warm.value if protocol is TrainProtocol.warm else Protocol.cold_start.value
     cases = cases[(cases["protocol"] == wanted) & (cases["split"] == Split.valid.value)]
     valid = Candidates.from_cases(cases["user_idx"], cases["domain_idx"], cases["item_idx"], list(cases["negatives"]),
-                                  catalog=np.arange(n_items))
-    return PreparedData(Dims(n_users, n_items, len(domains)), ranges, loc.join("train").path, loc.fs, valid,
-                        record["fingerprint"])
+                                  catalog=np.arange(dims.num_items))
+    return PreparedData(dims, ranges, loc.join("train").path, loc.fs, valid, record["fingerprint"])
 
 
 def _train_rows(batch: pd.DataFrame, *, protocol: str) -> pd.DataFrame:

@@ -128,7 +128,7 @@ def test_failed_prepare_keeps_committed_output(ray_session, tmp_path, monkeypatc
 
 
 def test_demo_config_runs_end_to_end(ray_session, tmp_path, in_repo_root):
-    """The README's demo: `mdrec run configs/demo.yaml` prints the domain and training tables."""
+    """The README's demo: `mdrec run configs/demo.yaml` prints the domain, training and test tables."""
     code, out, err = run_cli("run", "configs/demo.yaml", "--run-dir", str(tmp_path / "demo"))
     assert code == 0, err
     lines = out.strip().splitlines()  # Ray may add its workers' log lines: find tables by header
@@ -136,6 +136,9 @@ def test_demo_config_runs_end_to_end(ray_session, tmp_path, in_repo_root):
     assert [r.split()[:2] for r in lines[top + 2:top + 5]] == [["Books", "rich"], ["Movies", "cold"], ["Music", "cold"]]
     top = next(i for i, line in enumerate(lines) if line.split()[:2] == ["model", "protocol"])
     assert [r.split()[0] for r in lines[top + 2:top + 4]] == ["star", "shared_bottom"]
+    top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "protocol", "domain"])
+    assert [r.split()[:3] for r in lines[top + 2:top + 8]] == [
+        [m, "warm", d] for m in ("star", "shared_bottom") for d in ("Books", "Movies", "Music")]
     stats = json.loads((tmp_path / "demo" / "prepared" / "stats.json").read_text())
     assert stats["domains"]["Books"]["titles_missing"] > 0  # the demo keeps a few untitled items
     for model in ("star", "shared_bottom"):

@@ -113,3 +113,34 @@ def test_cold_start_protocol_uses_its_own_rows_and_cases(prepared_run):
     kept = _train_rows(train, protocol="cold_start")
     assert len(kept) == (~train["held_out"]).sum() < len(train)
     assert len(_train_rows(train, protocol="warm")) == len(train)
+
+
+def test_evaluate_scores_test_cases_per_domain(prepared_run, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", train_config(epochs=2, workers=2, models=(
+        TINY_STAR, {"name": "shared_bottom", "params": {"embedding_dim": 16}})))
+    # The same training config as the DDP test: reused when that test ran first.
+    assert run_cli("train", cfg, "--run-dir", str(prepared_run))[0] == 0
+    code, out, err = run_cli("evaluate", cfg, "--run-dir", str(prepared_run))
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "protocol", "domain"])
+    table = [line.split()[:4] for line in lines[top + 2:top + 6]]
+    assert table == [["star", "warm", "Books", "rich"], ["star", "warm", "Music", "cold"],
+                     ["shared_bottom", "warm", "Books", "rich"], ["shared_bottom", "warm", "Music", "cold"]]
+    stats = json.loads((prepared_run / "prepared" / "stats.json").read_text())
+    result = json.loads((prepared_run / "evaluation" / "star" / "real" / "metrics.json").read_text())
+    for domain, m in result["domains"].items():
+        assert m["cases"] == stats["domains"][domain]["splits"]["test"]
+        for name in ("auc", "gauc", "logloss", "gini_user_ndcg@10", *(f"{x}@{k}" for k in (5, 10, 20)
+                     for x in ("hr", "ndcg", "coverage", "gini_exposure"))):
+            assert name in m
+        assert m["auc"] > 0.55
+    assert result["score_seconds"] > 0 and result["train_epoch_seconds"] > 0
+    code, _, err = run_cli("evaluate", cfg, "--run-dir", str(prepared_run))
+    assert code == 0 and err.count("reusing committed metrics") == 2
+
+
+def test_evaluate_needs_a_trained_model(prepared_run, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", train_config(models=({"name": "mmoe"},)))
+    code, _, err = run_cli("evaluate", cfg, "--run-dir", str(prepared_run))
+    assert code == 2 and "model 'mmoe' is not trained yet (run `mdrec train` first)" in err
