@@ -40,6 +40,20 @@ def _load(config: str, overrides: tuple[str, ...], run_dir: str | None):
     return cfg
 
 
+def stage_options(command):
+    """The arguments every stage command takes: CONFIG, --run-dir, --set, --force."""
+    for option in (FORCE_OPT, SET_OPT, RUN_DIR_OPT, CONFIG_ARG):
+        command = option(command)
+    return command
+
+
+def _run_stages(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool, names: list[str]) -> None:
+    from mdrec.pipeline import run_stages
+
+    cfg = _load(config, overrides, run_dir)
+    run_stages(cfg, _open_run_dir(cfg), names, force=force, log=_log)
+
+
 def _open_run_dir(cfg):
     from mdrec.config import dump_config
     from mdrec.storage import RunDir
@@ -63,10 +77,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@CONFIG_ARG
-@RUN_DIR_OPT
-@SET_OPT
-@FORCE_OPT
+@stage_options
 def prepare(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Clean, index and split the data; draw evaluation candidates.
 
@@ -74,17 +85,11 @@ def prepare(config: str, run_dir: str | None, overrides: tuple[str, ...], force:
     writes <run-dir>/prepared/: interactions, train, cases (with sampled negatives), items,
     users, domains and stats.json. Prints the domain table.
     """
-    from mdrec.pipeline import run_stages
-
-    cfg = _load(config, overrides, run_dir)
-    run_stages(cfg, _open_run_dir(cfg), ["prepare"], force=force, log=_log)
+    _run_stages(config, run_dir, overrides, force, ["prepare"])
 
 
 @cli.command()
-@CONFIG_ARG
-@RUN_DIR_OPT
-@SET_OPT
-@FORCE_OPT
+@stage_options
 def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Train every model in CONFIG's `train.models` on Ray Train, from the prepared data.
 
@@ -93,17 +98,11 @@ def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: b
     after a failure or a re-run. Commits <run-dir>/models/<model>/real/ (model.pt, metrics.json)
     and prints each model's best validation epoch.
     """
-    from mdrec.pipeline import run_stages
-
-    cfg = _load(config, overrides, run_dir)
-    run_stages(cfg, _open_run_dir(cfg), ["train"], force=force, log=_log)
+    _run_stages(config, run_dir, overrides, force, ["train"])
 
 
 @cli.command()
-@CONFIG_ARG
-@RUN_DIR_OPT
-@SET_OPT
-@FORCE_OPT
+@stage_options
 def evaluate(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Score the test cases with every trained model in CONFIG and compute metrics per domain.
 
@@ -112,26 +111,19 @@ def evaluate(config: str, run_dir: str | None, overrides: tuple[str, ...], force
     (K = 5, 10, 20), and the Gini of per-user NDCG@10 are committed to
     <run-dir>/evaluation/<model>/real/metrics.json and printed per model and domain.
     """
-    from mdrec.pipeline import run_stages
-
-    cfg = _load(config, overrides, run_dir)
-    run_stages(cfg, _open_run_dir(cfg), ["evaluate"], force=force, log=_log)
+    _run_stages(config, run_dir, overrides, force, ["evaluate"])
 
 
 @cli.command()
-@CONFIG_ARG
-@RUN_DIR_OPT
-@SET_OPT
-@FORCE_OPT
+@stage_options
 def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Run the whole pipeline for CONFIG, resuming from committed stages.
 
     Stages available so far: prepare, train, evaluate.
     """
-    from mdrec.pipeline import STAGES, run_stages
+    from mdrec.pipeline import STAGES
 
-    cfg = _load(config, overrides, run_dir)
-    run_stages(cfg, _open_run_dir(cfg), list(STAGES), force=force, log=_log)
+    _run_stages(config, run_dir, overrides, force, list(STAGES))
 
 
 @cli.command("config")
