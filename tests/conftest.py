@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -45,5 +44,3 @@ def in_repo_root(monkeypatch):
     monkeypatch.chdir(REPO)
     return REPO
 
-
-os.environ.setdefault("MDREC_TEST", "1")
