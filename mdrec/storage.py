@@ -177,15 +177,18 @@ class Location:
         except OSError as e:
             raise StorageError(f"{self.uri}: cannot write ({_short(e)})") from None
 
-    def read_table(self, columns: list[str] | None = None) -> pa.Table:
-        """A Parquet file, or every Parquet file under a folder, as one table."""
+    def read_table(self, columns: list[str] | None = None, filter=None) -> pa.Table:
+        """A Parquet file, or every Parquet file under a folder, as one table.
+
+        `filter` is a pyarrow.compute expression, applied while reading.
+        """
         import pyarrow.dataset as pads
 
         try:
             files = [f.path for f in self.files()]
             if not files:
                 raise StorageError(f"{self.uri}: no such table")
-            return pads.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=columns)
+            return pads.dataset(files, filesystem=self.fs, format="parquet").to_table(columns=columns, filter=filter)
         except OSError as e:
             raise StorageError(f"{self.uri}: cannot read ({_short(e)})") from None
 

@@ -29,7 +29,7 @@ from mdrec.errors import DataError
 from mdrec.evaluate import metrics
 from mdrec.models import build_model
 from mdrec.storage import RunDir
-from mdrec.train.examples import Candidates
+from mdrec.train.examples import Candidates, pad_rows
 from mdrec.train.loop import score
 from mdrec.train.stage import VARIANT, read_dims
 
@@ -61,16 +61,6 @@ class _Scorer:
 
 def _test_cases(batch: pd.DataFrame, *, protocol: str) -> pd.DataFrame:
     return batch[(batch["protocol"] == protocol) & (batch["split"] == Split.test.value)]
-
-
-def _stack(column: pd.Series, width: int, fill) -> tuple[np.ndarray, np.ndarray]:
-    """Variable-length rows as a padded matrix and its validity mask."""
-    out = np.full((len(column), width), fill)
-    valid = np.zeros((len(column), width), dtype=bool)
-    for row, values in enumerate(column):
-        out[row, : len(values)] = values
-        valid[row, : len(values)] = True
-    return out, valid
 
 
 def evaluate_model(cfg: MdrecConfig, run_dir: RunDir, name: str, *, force: bool = False,
@@ -106,9 +96,8 @@ def evaluate_model(cfg: MdrecConfig, run_dir: RunDir, name: str, *, force: bool 
     score_seconds = time.perf_counter() - started
     if scored.empty:
         raise DataError(f"{cases_path.uri}: no {protocol} test cases to evaluate")
-    width = max(len(v) for v in scored["items"])
-    items, valid = _stack(scored["items"], width, 0)
-    scores, _ = _stack(scored["scores"], width, -np.inf)
+    items, valid = pad_rows(list(scored["items"]), 0, np.int64)
+    scores, _ = pad_rows(list(scored["scores"]), -np.inf, np.float64)
     users, case_domains = scored["user_idx"].to_numpy(), scored["domain_idx"].to_numpy()
     per_domain = {}
     for row in domains.itertuples():

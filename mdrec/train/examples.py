@@ -65,6 +65,17 @@ def with_sampled_negatives(
     )
 
 
+def pad_rows(rows, fill, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Variable-length rows as one padded matrix (padding at the end) and its validity mask."""
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    valid = np.zeros((len(rows), width), dtype=bool)
+    for i, values in enumerate(rows):
+        out[i, : len(values)] = values
+        valid[i, : len(values)] = True
+    return out, valid
+
+
 @dataclass
 class Candidates:
     """Cases as a matrix: column 0 the positive, then the stored negatives; `valid` masks padding."""
@@ -77,18 +88,11 @@ class Candidates:
 
     @classmethod
     def from_cases(cls, user, domain, positive, negatives, catalog=None) -> "Candidates":
-        width = 1 + max((len(n) for n in negatives), default=0)
-        items = np.zeros((len(user), width), dtype=np.int64)
-        valid = np.zeros((len(user), width), dtype=bool)
-        items[:, 0], valid[:, 0] = positive, True
-        for row, negs in enumerate(negatives):
-            items[row, 1:1 + len(negs)] = negs
-            valid[row, 1:1 + len(negs)] = True
+        negs, negs_valid = pad_rows(negatives, 0, np.int64)
+        n = len(negs)
+        items = np.hstack([np.asarray(positive, np.int64).reshape(n, 1), negs])
+        valid = np.hstack([np.ones((n, 1), dtype=bool), negs_valid])
         return cls(np.asarray(user, np.int64), np.asarray(domain, np.int64), items, valid, catalog)
-
-    def subset(self, rows: np.ndarray, catalog: np.ndarray | None = None) -> "Candidates":
-        return Candidates(self.user[rows], self.domain[rows], self.items[rows], self.valid[rows],
-                          self.catalog if catalog is None else catalog)
 
     def flat(self) -> Batch:
         """Every (case, candidate) pair as one scoring batch, row-major."""

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import ray
 import ray.data
 import torch
@@ -68,9 +69,10 @@ def load_prepared(run_dir: RunDir, protocol: TrainProtocol) -> PreparedData:
     record = _prepared_record(run_dir)
     dims, ranges = read_dims(run_dir)
     loc = run_dir.stage("prepared").location
-    cases = loc.join("cases").read_table().to_pandas()
     wanted = Protocol.warm.value if protocol is TrainProtocol.warm else Protocol.cold_start.value
-    cases = cases[(cases["protocol"] == wanted) & (cases["split"] == Split.valid.value)]
+    # Only this protocol's validation cases: test cases and their negatives stay on disk.
+    only = (pc.field("protocol") == wanted) & (pc.field("split") == Split.valid.value)
+    cases = loc.join("cases").read_table(filter=only).to_pandas()
     valid = Candidates.from_cases(cases["user_idx"], cases["domain_idx"], cases["item_idx"], list(cases["negatives"]),
                                   catalog=np.arange(dims.num_items))
     return PreparedData(dims, ranges, loc.join("train").path, loc.fs, valid, record["fingerprint"])
