@@ -123,6 +123,11 @@ def mlp(sizes: list[int], dropout: float, last_activation: bool = True) -> nn.Se
     return nn.Sequential(*layers)
 
 
+def domain_towers(d_in: int, hidden: list[int], dropout: float, num_domains: int) -> nn.ModuleList:
+    """One small MLP per domain, each ending in a single logit."""
+    return nn.ModuleList(mlp([d_in, *hidden, 1], dropout, last_activation=False) for _ in range(num_domains))
+
+
 class FeatureEmbedding(nn.Module):
     """User, item and domain embeddings, concatenated: the input of the multi-domain CTR models."""
 

@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mdrec.models.base import Batch, Dims, FeatureEmbedding, ModelConfig, RecModel, mlp, pick_by_domain, register
+from mdrec.models.base import Batch, Dims, FeatureEmbedding, ModelConfig, RecModel, domain_towers, mlp, pick_by_domain, register
 
 
 class MMoEConfig(ModelConfig):
@@ -25,9 +25,7 @@ class MMoE(RecModel):
         d_in, d_out = self.embed.out_dim, config.expert[-1]
         self.experts = nn.ModuleList(mlp([d_in, *config.expert], config.dropout) for _ in range(config.num_experts))
         self.gates = nn.ModuleList(nn.Linear(d_in, config.num_experts) for _ in range(dims.num_domains))
-        self.towers = nn.ModuleList(
-            mlp([d_out, *config.tower, 1], config.dropout, last_activation=False) for _ in range(dims.num_domains)
-        )
+        self.towers = domain_towers(d_out, config.tower, config.dropout, dims.num_domains)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)

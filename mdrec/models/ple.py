@@ -7,7 +7,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mdrec.models.base import Batch, Dims, FeatureEmbedding, ModelConfig, RecModel, mlp, pick_by_domain, register
+from mdrec.models.base import Batch, Dims, FeatureEmbedding, ModelConfig, RecModel, domain_towers, mlp, pick_by_domain, register
 
 
 class PLEConfig(ModelConfig):
@@ -58,10 +58,7 @@ class PLE(RecModel):
         self.layers = nn.ModuleList(
             _Extraction(d, config, dims.num_domains, last=(i == config.levels - 1)) for i, d in enumerate(sizes)
         )
-        self.towers = nn.ModuleList(
-            mlp([config.expert_dim, *config.tower, 1], config.dropout, last_activation=False)
-            for _ in range(dims.num_domains)
-        )
+        self.towers = domain_towers(config.expert_dim, config.tower, config.dropout, dims.num_domains)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
-from torch import nn
 
-from mdrec.models.base import Batch, Dims, FeatureEmbedding, ModelConfig, RecModel, mlp, pick_by_domain, register
+from mdrec.models.base import Batch, Dims, FeatureEmbedding, ModelConfig, RecModel, domain_towers, mlp, pick_by_domain, register
 
 
 class SharedBottomConfig(ModelConfig):
@@ -22,10 +21,7 @@ class SharedBottom(RecModel):
         super().__init__(config, dims)
         self.embed = FeatureEmbedding(dims, config.embedding_dim)
         self.bottom = mlp([self.embed.out_dim, *config.bottom], config.dropout)
-        self.towers = nn.ModuleList(
-            mlp([config.bottom[-1], *config.tower, 1], config.dropout, last_activation=False)
-            for _ in range(dims.num_domains)
-        )
+        self.towers = domain_towers(config.bottom[-1], config.tower, config.dropout, dims.num_domains)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         shared = self.bottom(self.embed(batch))
