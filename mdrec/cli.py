@@ -93,10 +93,11 @@ def prepare(config: str, run_dir: str | None, overrides: tuple[str, ...], force:
 def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Train every model in CONFIG's `train.models` on Ray Train, from the prepared data.
 
-    One TorchTrainer run per model (train.num_workers workers, DDP), a checkpoint per epoch under
-    <run-dir>/.train/, early stopping on a validation metric, and resume from the last checkpoint
-    after a failure or a re-run. Commits <run-dir>/models/<model>/real/ (model.pt, metrics.json)
-    and prints each model's best validation epoch.
+    One TorchTrainer run per model, protocol (train.protocols) and seed (train.seeds), with
+    train.num_workers workers (DDP), a checkpoint per epoch under <run-dir>/.train/, early
+    stopping on a validation metric, and resume from the last checkpoint after a failure or a
+    re-run. Commits <run-dir>/models/<model>/real/<protocol>/seed-<n>/ (model.pt, metrics.json)
+    and prints each run's best validation epoch; each epoch prints a progress line.
     """
     _run_stages(config, run_dir, overrides, force, ["train"])
 
@@ -104,12 +105,13 @@ def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: b
 @cli.command()
 @stage_options
 def evaluate(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
-    """Score the test cases with every trained model in CONFIG and compute metrics per domain.
+    """Score the test cases with every trained run in CONFIG and compute metrics per domain.
 
     Cases of the protocol each model was trained for are scored by Ray Data actors
     (evaluate.num_actors); AUC, GAUC, logloss, HR@K, NDCG@K, coverage@K and Gini of exposure
     (K = 5, 10, 20), and the Gini of per-user NDCG@10 are committed to
-    <run-dir>/evaluation/<model>/real/metrics.json and printed per model and domain.
+    <run-dir>/evaluation/<model>/real/<protocol>/seed-<n>/metrics.json and printed. With
+    evaluate.full_catalog, a sample of cases is also ranked against the whole domain (full_*).
     """
     _run_stages(config, run_dir, overrides, force, ["evaluate"])
 
@@ -119,11 +121,27 @@ def evaluate(config: str, run_dir: str | None, overrides: tuple[str, ...], force
 def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Run the whole pipeline for CONFIG, resuming from committed stages.
 
-    Stages available so far: prepare, train, evaluate.
+    Stages available so far: prepare, train, evaluate, report.
     """
     from mdrec.pipeline import STAGES
 
     _run_stages(config, run_dir, overrides, force, list(STAGES))
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN_DIR")
+def report(run_dir: str) -> None:
+    """Write <RUN_DIR>/report/ from the committed metrics: report.md, summary.csv and PNG plots.
+
+    One Markdown table per domain (protocol x model x variant, mean ± std over seeds), the
+    time of a training epoch next to the time to score the test cases, and plots. RUN_DIR may
+    be a local path or s3://bucket/prefix.
+    """
+    from mdrec.report.stage import build_report
+    from mdrec.storage import RunDir
+
+    result = build_report(RunDir(run_dir), log=_log)
+    click.echo(result["report"])
 
 
 @cli.command("config")

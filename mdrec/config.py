@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mdrec.data.schema import Protocol
 from mdrec.errors import ConfigError
 
 
@@ -247,13 +248,6 @@ class PrepareConfig(StrictModel):
 # --------------------------------------------------------------------------- train
 
 
-class TrainProtocol(str, enum.Enum):
-    """Which training rows a model sees: the warm split, or the warm split minus held-out rows."""
-
-    warm = "warm"
-    cold_start = "cold_start"
-
-
 class ModelSpec(StrictModel):
     name: str = Field(description="Registered model name (see mdrec/models).")
     params: dict[str, Any] = Field(
@@ -279,7 +273,18 @@ class TrainConfig(StrictModel):
     models: list[ModelSpec] = Field(
         default_factory=lambda: [ModelSpec(name="star")], min_length=1, description="Models to train, in order."
     )
-    protocol: TrainProtocol = Field(TrainProtocol.warm, description="Training rows and validation cases to use.")
+    protocols: list[Protocol] = Field(
+        default_factory=lambda: [Protocol.warm, Protocol.cold_start],
+        min_length=1,
+        description="Protocols to train each model for: warm (leave-last-out, every user) and cold_start (the "
+        "held-out users' cold-domain rows removed from training). Each gets its own model.",
+    )
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Training seeds (init, negatives, order); each trains its own model on the same prepared "
+        "data, for mean and spread. Null means the top-level seed only.",
+    )
     epochs: int = Field(10, gt=0, description="Maximum number of epochs.")
     batch_size: int = Field(1024, gt=0, description="Positives per batch on each worker (negatives are added).")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
@@ -293,10 +298,25 @@ class TrainConfig(StrictModel):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping.")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts, each resuming from the last checkpoint.")
 
+    @field_validator("protocols", "seeds")
+    @classmethod
+    def _no_repeats(cls, v):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("must not repeat a value")
+        return v
+
 
 class EvaluateConfig(StrictModel):
     num_actors: int = Field(2, ge=1, description="Ray actors scoring test cases, each holding the model.")
     cpus_per_actor: float = Field(0.5, gt=0, description="CPUs reserved by each scoring actor.")
+    full_catalog: bool = Field(
+        False,
+        description="Also rank each test positive against every item of its domain the user has not trained on "
+        "(full_* metrics), besides the stored sampled candidates.",
+    )
+    full_catalog_cases: int | None = Field(
+        2000, gt=0, description="Test cases per domain ranked against the full catalog (a fixed sample); null: all."
+    )
 
 
 # --------------------------------------------------------------------------- runtime

@@ -39,12 +39,19 @@ def _evaluate(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
     return results
 
 
+def _report(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
+    from mdrec.report.stage import build_report
+
+    return build_report(run_dir, log=log)
+
+
 # Stage name -> runner, in pipeline order. Later stages (generate, filter) join this table as
 # they are built.
 STAGES: dict[str, Callable] = {
     "prepare": _prepare,
     "train": _train,
     "evaluate": _evaluate,
+    "report": _report,
 }
 
 

@@ -185,12 +185,32 @@ def summarize(
         "logloss": logloss(scores, valid, logits=logits),
         "case_auc": float(np.nanmean(case_auc(scores, valid))),
     }
+    return {**out, **summarize_ranking(ranking_per_case(scores, items, valid, ks), users, catalog, ks)}
+
+
+def ranking_per_case(scores: np.ndarray, items: np.ndarray, valid: np.ndarray | None = None,
+                     ks: tuple[int, ...] = KS) -> dict[str, np.ndarray]:
+    """Per case: hr@K and ndcg@K for each K, and `top` (the top max(K) item ids, -1 padded).
+
+    Compact enough to send back from a scoring worker when each case ranks a whole catalog.
+    """
+    out = {}
     for k in ks:
-        out[f"hr@{k}"] = float(hit_rate_at_k(scores, k, valid).mean())
-        out[f"ndcg@{k}"] = float(ndcg_at_k(scores, k, valid).mean())
-        top = top_k_items(scores, items, k, valid)
-        shown = exposure(top, catalog)
+        out[f"hr@{k}"] = hit_rate_at_k(scores, k, valid)
+        out[f"ndcg@{k}"] = ndcg_at_k(scores, k, valid)
+    out["top"] = top_k_items(scores, items, max(ks), valid)
+    return out
+
+
+def summarize_ranking(per_case: dict[str, np.ndarray], users: np.ndarray, catalog: np.ndarray,
+                      ks: tuple[int, ...] = KS) -> dict[str, float]:
+    """Means of the per-case ranking values, and the item- and user-side fairness of the lists."""
+    out = {}
+    for k in ks:
+        out[f"hr@{k}"] = float(np.mean(per_case[f"hr@{k}"]))
+        out[f"ndcg@{k}"] = float(np.mean(per_case[f"ndcg@{k}"]))
+        shown = exposure(per_case["top"][:, :k], catalog)
         out[f"coverage@{k}"] = float((shown > 0).mean()) if len(catalog) else float("nan")
         out[f"gini_exposure@{k}"] = gini(shown)
-    out["gini_user_ndcg@10"] = gini(per_user_mean(ndcg_at_k(scores, 10, valid), users))
+    out["gini_user_ndcg@10"] = gini(per_user_mean(per_case["ndcg@10"], users))
     return out

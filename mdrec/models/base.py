@@ -1,18 +1,22 @@
 """The model contract: one batch layout, one base class, and a registry from name to class.
 
-Every model scores (user, item, domain) triples with a logit, so one training loop and one
-evaluator drive them all. Models that need more (a history, a graph) get it from the batch
-or from `Dims` at construction; the loop does not change.
+Every model scores (user, item, domain, ts) examples with a logit, so one training loop and one
+evaluator drive them all. Models that need more (a history, a graph, which domains a user is
+active in) take it from the `InteractionContext` given to `attach` once, before training or
+scoring; the loop does not change.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+if TYPE_CHECKING:
+    from mdrec.train.context import InteractionContext
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Batch:
     user: torch.Tensor  # int64 user_idx
     item: torch.Tensor  # int64 item_idx
     domain: torch.Tensor  # int64 domain_idx
+    ts: torch.Tensor | None = None  # int64 time of the example: sequential models read the history before it
     label: torch.Tensor | None = None  # float32, 1 positive / 0 negative
     weight: torch.Tensor | None = None  # float32 sample weight (synthetic rows may weigh less)
 
@@ -61,6 +66,12 @@ class RecModel(nn.Module):
         super().__init__()
         self.config = config
         self.dims = dims
+
+    def attach(self, context: "InteractionContext") -> None:
+        """Receive the training interactions (histories, graph); models that need none ignore it.
+
+        Whatever a model derives here is rebuilt from the context, never saved in its state_dict.
+        """
 
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -93,7 +104,7 @@ def register(name: str):
     return add
 
 
-def build_model(name: str, params: dict, dims: Dims) -> RecModel:
+def build_model(name: str, params: dict, dims: Dims, context: "InteractionContext | None" = None) -> RecModel:
     from mdrec.errors import ConfigError
     from mdrec.models import load_all  # noqa: F401 - fills the registry
 
@@ -109,7 +120,10 @@ def build_model(name: str, params: dict, dims: Dims) -> RecModel:
         from mdrec.config import format_validation_error
 
         raise ConfigError(format_validation_error(e, f"model '{name}'")) from None
-    return cls(config, dims)
+    model = cls(config, dims)
+    if context is not None:
+        model.attach(context)
+    return model
 
 
 def mlp(sizes: list[int], dropout: float, last_activation: bool = True) -> nn.Sequential:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mdrec.text_table import text_table
+
 
 def domain_table(stats: dict) -> str:
     header = ["domain", "role", "users", "items", "interactions", "density", "train", "valid", "test",
@@ -23,11 +25,7 @@ def domain_table(stats: dict) -> str:
             f"{sum(d['dropped'].values()):,}",
             f"{d['titles_missing']:,}",
         ])
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(  # noqa: E731
-        str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-    )
-    lines = [fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+    lines = [text_table(header, rows, left=2)]
     dropped = {k: v for k, v in stats["totals"]["dropped"].items() if v}
     if dropped:
         lines.append("dropped rows: " + ", ".join(f"{k}={v:,}" for k, v in dropped.items()))

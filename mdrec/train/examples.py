@@ -22,6 +22,7 @@ class Examples:
     user: np.ndarray
     item: np.ndarray
     domain: np.ndarray
+    ts: np.ndarray
     label: np.ndarray
     weight: np.ndarray
 
@@ -36,6 +37,7 @@ class Examples:
                 user=torch.from_numpy(self.user[rows]),
                 item=torch.from_numpy(self.item[rows]),
                 domain=torch.from_numpy(self.domain[rows]),
+                ts=torch.from_numpy(self.ts[rows]),
                 label=torch.from_numpy(self.label[rows]),
                 weight=torch.from_numpy(self.weight[rows]),
             )
@@ -45,12 +47,13 @@ def with_sampled_negatives(
     user: np.ndarray,
     item: np.ndarray,
     domain: np.ndarray,
+    ts: np.ndarray,
     weight: np.ndarray,
     item_ranges: dict[int, tuple[int, int]],
     negatives_per_positive: int,
     rng: np.random.Generator,
 ) -> Examples:
-    """Positives as given, plus uniform same-domain negatives for each."""
+    """Positives as given, plus uniform same-domain negatives for each (at the positive's time)."""
     k = negatives_per_positive
     lo = np.array([item_ranges[int(d)][0] for d in range(max(item_ranges) + 1)])
     hi = np.array([item_ranges[int(d)][1] for d in range(max(item_ranges) + 1)])
@@ -60,6 +63,7 @@ def with_sampled_negatives(
         user=np.concatenate([user, np.repeat(user, k)]).astype(np.int64),
         item=np.concatenate([item, neg_item]).astype(np.int64),
         domain=np.concatenate([domain, neg_domain]).astype(np.int64),
+        ts=np.concatenate([ts, np.repeat(ts, k)]).astype(np.int64),
         label=np.concatenate([np.ones(len(user)), np.zeros(len(neg_item))]).astype(np.float32),
         weight=np.concatenate([weight, np.repeat(weight, k)]).astype(np.float32),
     )
@@ -82,17 +86,19 @@ class Candidates:
 
     user: np.ndarray  # (cases,)
     domain: np.ndarray  # (cases,)
+    ts: np.ndarray  # (cases,) time of the positive: histories end before it
     items: np.ndarray  # (cases, width)
     valid: np.ndarray  # (cases, width)
     catalog: np.ndarray | None = None  # items these cases could show (for coverage and exposure)
 
     @classmethod
-    def from_cases(cls, user, domain, positive, negatives, catalog=None) -> "Candidates":
+    def from_cases(cls, user, domain, ts, positive, negatives, catalog=None) -> "Candidates":
         negs, negs_valid = pad_rows(negatives, 0, np.int64)
         n = len(negs)
         items = np.hstack([np.asarray(positive, np.int64).reshape(n, 1), negs])
         valid = np.hstack([np.ones((n, 1), dtype=bool), negs_valid])
-        return cls(np.asarray(user, np.int64), np.asarray(domain, np.int64), items, valid, catalog)
+        return cls(np.asarray(user, np.int64), np.asarray(domain, np.int64), np.asarray(ts, np.int64), items, valid,
+                   catalog)
 
     def flat(self) -> Batch:
         """Every (case, candidate) pair as one scoring batch, row-major."""
@@ -101,4 +107,5 @@ class Candidates:
             user=torch.from_numpy(np.repeat(self.user, width)),
             item=torch.from_numpy(self.items.reshape(-1)),
             domain=torch.from_numpy(np.repeat(self.domain, width)),
+            ts=torch.from_numpy(np.repeat(self.ts, width)),
         )

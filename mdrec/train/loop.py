@@ -19,22 +19,37 @@ class EpochResult:
     examples: int
 
 
-def train_step(model: torch.nn.Module, batch: Batch, optimizer: torch.optim.Optimizer) -> float:
-    """One optimizer step; `model` may be a DDP wrapper around a RecModel."""
-    inner: RecModel = getattr(model, "module", model)
+class LossOf(torch.nn.Module):
+    """A model's training view: forward returns its loss, auxiliary terms included.
+
+    DDP wraps this, not the model, so every parameter the loss touches (EMCDR's mapping,
+    LightGCN's penalty) is part of the forward pass that DDP synchronises.
+    """
+
+    def __init__(self, model: RecModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.model.loss(batch)
+
+
+def train_step(loss_of: torch.nn.Module, batch: Batch, optimizer: torch.optim.Optimizer) -> float:
+    """One optimizer step; `loss_of` is a LossOf, or a DDP wrapper around one."""
     optimizer.zero_grad(set_to_none=True)
-    loss = inner.loss(batch, logits=model(batch))
+    loss = loss_of(batch)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
 
 
-def train_epoch(model: torch.nn.Module, examples: Examples, optimizer: torch.optim.Optimizer, batch_size: int,
+def train_epoch(model: RecModel, examples: Examples, optimizer: torch.optim.Optimizer, batch_size: int,
                 rng: np.random.Generator) -> float:
     model.train()
+    loss_of = LossOf(model)
     total, seen = 0.0, 0
     for batch in examples.batches(batch_size, rng):
-        total += train_step(model, batch, optimizer) * len(batch)
+        total += train_step(loss_of, batch, optimizer) * len(batch)
         seen += len(batch)
     return total / max(seen, 1)
 
@@ -47,7 +62,7 @@ def score(model: RecModel, candidates: Candidates, batch_size: int = 8192) -> np
     out = np.empty(len(flat), dtype=np.float32)
     for start in range(0, len(flat), batch_size):
         end = start + batch_size
-        part = Batch(flat.user[start:end], flat.item[start:end], flat.domain[start:end])
+        part = Batch(flat.user[start:end], flat.item[start:end], flat.domain[start:end], flat.ts[start:end])
         out[start:end] = model(part).float().cpu().numpy()
     return out.reshape(candidates.items.shape)
 

@@ -1,9 +1,9 @@
-"""The `train` stage: one Ray Train (TorchTrainer, DDP) run per model, resumable.
+"""The `train` stage: one Ray Train (TorchTrainer, DDP) run per (model, variant, protocol, seed).
 
-Checkpoints of a run live under `<run-dir>/.train/<model>-<variant>-<fingerprint>/`, one per
-epoch, so a failed worker group or a re-submitted job goes on from the last epoch. When training
-ends, the best epoch's weights and the per-epoch history are committed to
-`<run-dir>/models/<model>/<variant>/` (model.pt, metrics.json).
+Checkpoints of a run live under `<run-dir>/.train/<model>-<variant>-<protocol>-<fingerprint>/`,
+one per epoch, so a failed worker group or a re-submitted job goes on from the last epoch. When
+training ends, the best epoch's weights and the per-epoch history are committed to
+`<run-dir>/models/<model>/<variant>/<protocol>/seed-<n>/` (model.pt, metrics.json).
 """
 
 from __future__ import annotations
@@ -23,14 +23,15 @@ import ray
 import ray.data
 import torch
 
-from mdrec.config import MdrecConfig, ModelSpec, TrainProtocol
+from mdrec.config import MdrecConfig, ModelSpec
 from mdrec.data.schema import Protocol, Split
 from mdrec.errors import DataError
+from mdrec.experiment import RunKey, grid
 from mdrec.models import Dims, build_model
 from mdrec.storage import RunDir
+from mdrec.train.context import InteractionContext
 from mdrec.train.examples import Candidates
 
-VARIANT = "real"  # training data variant; synthetic variants join with the generation stages
 Log = Callable[[str], None]
 
 
@@ -38,12 +39,21 @@ Log = Callable[[str], None]
 class PreparedData:
     """What training needs from `prepared/`, read once for every model."""
 
+    protocol: Protocol
     dims: Dims
     item_ranges: dict[int, tuple[int, int]]
     train_path: str
     fs: object
     valid: Candidates
+    context: InteractionContext
     fingerprint: str
+    valid_ref: object = None  # object-store copies, shared by every run of the protocol
+    context_ref: object = None
+
+    def share(self) -> "PreparedData":
+        if self.valid_ref is None:
+            self.valid_ref, self.context_ref = ray.put(self.valid), ray.put(self.context)
+        return self
 
 
 def _prepared_record(run_dir: RunDir) -> dict:
@@ -65,33 +75,51 @@ def read_dims(run_dir: RunDir) -> tuple[Dims, dict[int, tuple[int, int]]]:
     return Dims(n_users, n_items, len(domains)), ranges
 
 
-def load_prepared(run_dir: RunDir, protocol: TrainProtocol) -> PreparedData:
+TRAIN_COLUMNS = ["user_idx", "item_idx", "domain_idx", "ts", "weight"]
+
+
+def _train_rows(batch: pd.DataFrame, *, protocol: str, columns: list[str] = TRAIN_COLUMNS) -> pd.DataFrame:
+    """The rows a protocol trains on: under cold-start, the held-out users' cold-domain rows go."""
+    if protocol == Protocol.cold_start.value:
+        batch = batch[~batch["held_out"]]
+    return batch[columns]
+
+
+def load_context(run_dir: RunDir, protocol: Protocol, dims: Dims | None = None) -> InteractionContext:
+    """Every training row of the protocol, as histories and a graph (see train/context.py)."""
+    dims = dims or read_dims(run_dir)[0]
+    train = run_dir.stage("prepared").location.join("train")
+    table = train.read_table(columns=["user_idx", "item_idx", "domain_idx", "ts", "held_out"]).to_pandas()
+    rows = _train_rows(table, protocol=protocol.value, columns=TRAIN_COLUMNS[:4])
+    return InteractionContext.from_rows(dims.num_users, dims.num_items, dims.num_domains, rows["user_idx"],
+                                        rows["item_idx"], rows["domain_idx"], rows["ts"])
+
+
+def load_prepared(run_dir: RunDir, protocol: Protocol) -> PreparedData:
     record = _prepared_record(run_dir)
     dims, ranges = read_dims(run_dir)
     loc = run_dir.stage("prepared").location
-    wanted = Protocol.warm.value if protocol is TrainProtocol.warm else Protocol.cold_start.value
     # Only this protocol's validation cases: test cases and their negatives stay on disk.
-    only = (pc.field("protocol") == wanted) & (pc.field("split") == Split.valid.value)
+    only = (pc.field("protocol") == protocol.value) & (pc.field("split") == Split.valid.value)
     cases = loc.join("cases").read_table(filter=only).to_pandas()
-    valid = Candidates.from_cases(cases["user_idx"], cases["domain_idx"], cases["item_idx"], list(cases["negatives"]),
-                                  catalog=np.arange(dims.num_items))
-    return PreparedData(dims, ranges, loc.join("train").path, loc.fs, valid, record["fingerprint"])
+    if cases.empty:
+        raise DataError(f"{loc.join('cases').uri}: no {protocol.value} validation cases (is the protocol enabled in "
+                        "prepare, e.g. prepare.cold_start.fraction > 0?)")
+    valid = Candidates.from_cases(cases["user_idx"], cases["domain_idx"], cases["ts"], cases["item_idx"],
+                                  list(cases["negatives"]), catalog=np.arange(dims.num_items))
+    return PreparedData(protocol, dims, ranges, loc.join("train").path, loc.fs, valid,
+                        load_context(run_dir, protocol, dims), record["fingerprint"])
 
 
-def _train_rows(batch: pd.DataFrame, *, protocol: str) -> pd.DataFrame:
-    if protocol == TrainProtocol.cold_start.value:
-        batch = batch[~batch["held_out"]]
-    return batch[["user_idx", "item_idx", "domain_idx", "weight"]]
-
-
-def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec) -> str:
-    payload = {"prepared": prepared.fingerprint, "seed": cfg.seed, "spec": spec.model_dump(mode="json"),
-               "train": cfg.train.model_dump(mode="json", exclude={"models", "num_workers", "use_gpu",
-                                                                   "resources_per_worker", "max_failures"})}
+def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec, key: RunKey) -> str:
+    # What changes the trained weights; not how many workers or seeds/protocols sit beside it.
+    payload = {"prepared": prepared.fingerprint, "key": key.path, "spec": spec.model_dump(mode="json"),
+               "train": cfg.train.model_dump(mode="json", exclude={"models", "protocols", "seeds", "num_workers",
+                                                                   "use_gpu", "resources_per_worker", "max_failures"})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec: ModelSpec, *,
+def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec: ModelSpec, key: RunKey, *,
                 force: bool = False, log: Log = lambda m: None) -> dict:
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -99,17 +127,17 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
 
     from mdrec.train.worker import KILL_ONCE_ENV, STATE_FILE, train_loop
 
-    stage = run_dir.stage(f"models/{spec.name}/{VARIANT}")
-    fp = fingerprint(prepared, cfg, spec)
+    stage = run_dir.stage(f"models/{key.path}")
+    fp = fingerprint(prepared, cfg, spec, key)
     if not force and stage.is_current(fp):
-        log(f"train {spec.name}: reusing committed model in {stage.location.uri}")
+        log(f"train {key.label}: reusing committed model in {stage.location.uri}")
         return stage.location.join("metrics.json").read_json()
     t = cfg.train
     dataset = ray.data.read_parquet(prepared.train_path, filesystem=prepared.fs).map_batches(
-        _train_rows, batch_format="pandas", fn_kwargs=dict(protocol=t.protocol.value)
+        _train_rows, batch_format="pandas", fn_kwargs=dict(protocol=key.protocol.value)
     )
     storage = run_dir.location.join(".train")
-    run_name = f"{spec.name}-{VARIANT}-{fp[:16]}"
+    run_name = f"{key.model}-{key.variant}-{key.protocol.value}-{fp[:16]}"
     if force:
         storage.join(run_name).delete()  # Ray Train would resume from the old checkpoints
     trainer = TorchTrainer(
@@ -117,10 +145,12 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
         train_loop_config={
             "spec": spec.model_dump(mode="json"),
             "train": t.model_dump(mode="json"),
-            "seed": cfg.seed,
+            "seed": key.seed,
+            "label": key.label,
             "dims": prepared.dims,
             "item_ranges": prepared.item_ranges,
-            "valid": ray.put(prepared.valid),
+            "valid": prepared.share().valid_ref,
+            "context": prepared.context_ref,
             "kill_once": os.environ.get(KILL_ONCE_ENV),  # tests only: see worker._maybe_die
         },
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
@@ -137,17 +167,18 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    log(f"train {spec.name}: {t.num_workers} worker(s), up to {t.epochs} epochs")
+    log(f"train {key.label}: {t.num_workers} worker(s), up to {t.epochs} epochs")
     started = time.perf_counter()
     result = trainer.fit()
     with result.checkpoint.as_directory() as folder:
-        state = torch.load(f"{folder}/{STATE_FILE}", weights_only=False)
+        state = torch.load(f"{folder}/{STATE_FILE}", weights_only=True)
     history = state["history"]
     best = state["best"]
     summary = {
-        "model": spec.name,
-        "variant": VARIANT,
-        "protocol": t.protocol.value,
+        "model": key.model,
+        "variant": key.variant,
+        "protocol": key.protocol.value,
+        "seed": key.seed,
         "params": spec.params,
         "best_epoch": best["epoch"],
         "early_stopping_metric": t.early_stopping.metric,
@@ -159,21 +190,27 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
         "seconds": round(time.perf_counter() - started, 2),
         "history": history,
     }
-    with stage.writing(fp, meta={"model": spec.name}) as out:
+    with stage.writing(fp, meta={"model": key.model}) as out:
         buffer = io.BytesIO()
         torch.save(best["model"], buffer)
         out.join("model.pt").write_bytes(buffer.getvalue())
         out.join("metrics.json").write_json(summary)
-    log(f"train {spec.name}: best {t.early_stopping.metric}={best['value']:.4f} at epoch {best['epoch']}")
+    log(f"train {key.label}: best {t.early_stopping.metric}={best['value']:.4f} at epoch {best['epoch']}")
     return summary
 
 
-def run_train(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Log = lambda m: None) -> dict:
+def run_train(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Log = lambda m: None) -> dict[RunKey, dict]:
     from mdrec.ray_session import ensure_ray
 
     ensure_ray(cfg.ray)
-    prepared = load_prepared(run_dir, cfg.train.protocol)
+    dims, _ = read_dims(run_dir)
+    specs = {spec.name: spec for spec in cfg.train.models}
     for spec in cfg.train.models:
         # Fail on the driver, in one line, before any worker starts: unknown names, bad params.
-        build_model(spec.name, spec.params, prepared.dims)
-    return {spec.name: train_model(cfg, run_dir, prepared, spec, force=force, log=log) for spec in cfg.train.models}
+        build_model(spec.name, spec.params, dims)
+    results: dict[RunKey, dict] = {}
+    for protocol in cfg.train.protocols:
+        prepared = load_prepared(run_dir, protocol).share()
+        for key in (k for k in grid(cfg) if k.protocol == protocol):
+            results[key] = train_model(cfg, run_dir, prepared, specs[key.model], key, force=force, log=log)
+    return results

@@ -19,7 +19,7 @@ import torch
 from mdrec.evaluate import metrics
 from mdrec.models import build_model
 from mdrec.train.examples import with_sampled_negatives
-from mdrec.train.loop import score, train_step
+from mdrec.train.loop import LossOf, score, train_step
 
 STATE_FILE = "state.pt"
 # Tests set this (on the driver) to a file path: the first worker to reach epoch 1 creates the
@@ -32,7 +32,11 @@ def _load_state() -> dict | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+        return torch.load(os.path.join(folder, STATE_FILE), weights_only=True)
+
+
+def _resolve(value):
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
 def _maybe_die(marker: str | None, epoch: int) -> None:
@@ -46,18 +50,19 @@ def _maybe_die(marker: str | None, epoch: int) -> None:
 def train_loop(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    spec, train_cfg = config["spec"], config["train"]
+    spec, train_cfg, label = config["spec"], config["train"], config["label"]
     torch.manual_seed(config["seed"])
-    model = build_model(spec["name"], spec["params"], config["dims"])
+    context = _resolve(config["context"])
+    model = build_model(spec["name"], spec["params"], config["dims"], context)
     state = _load_state()
     if state:
         model.load_state_dict(state["model"])
-    wrapped = model
+    wrapped = LossOf(model)
     if world > 1:
         from ray.train.torch import prepare_model
 
         # Domain-specific parameters are unused when a batch lacks their domain.
-        wrapped = prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+        wrapped = prepare_model(wrapped, parallel_strategy_kwargs={"find_unused_parameters": True})
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"])
     if state:
         optimizer.load_state_dict(state["optimizer"])
@@ -65,8 +70,7 @@ def train_loop(config: dict) -> None:
     best = state["best"] if state else {"value": -np.inf, "epoch": -1, "model": None}
     start = state["epoch"] + 1 if state else 0
     starts = (state["starts"] if state else []) + [start]  # the epoch each attempt began at
-    valid = config["valid"]
-    valid = ray.get(valid) if isinstance(valid, ray.ObjectRef) else valid
+    valid = _resolve(config["valid"])
     stop_metric, patience = train_cfg["early_stopping"]["metric"], train_cfg["early_stopping"]["patience"]
     shard = ray.train.get_dataset_shard("train")
 
@@ -76,7 +80,7 @@ def train_loop(config: dict) -> None:
         started, total, seen = time.perf_counter(), 0.0, 0
         for b in shard.iter_batches(batch_size=train_cfg["batch_size"], batch_format="numpy"):
             examples = with_sampled_negatives(
-                b["user_idx"], b["item_idx"], b["domain_idx"], b["weight"],
+                b["user_idx"], b["item_idx"], b["domain_idx"], b["ts"], b["weight"],
                 config["item_ranges"], train_cfg["negatives_per_positive"], rng,
             )
             for batch in examples.batches(len(examples), rng):
@@ -95,6 +99,10 @@ def train_loop(config: dict) -> None:
                   "eval_seconds": eval_seconds, **{f"valid_{k}": v for k, v in summary.items()}}
         history.append(record)
         stop = epoch - best["epoch"] >= patience
+        if rank == 0:  # progress, on the driver's console through Ray's log forwarding
+            print(f"[{label}] epoch {epoch + 1}/{train_cfg['epochs']}: loss {record['loss']:.4f}, "
+                  f"valid {stop_metric} {value:.4f} (best {best['value']:.4f} at epoch {best['epoch'] + 1}), "
+                  f"{seen / max(train_seconds, 1e-9):,.0f} examples/s, validation {eval_seconds:.1f}s", flush=True)
         _report(record, rank, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                                "history": history, "best": best, "stopped_early": stop, "starts": starts})
         if stop:

@@ -1,4 +1,5 @@
-"""The train stage on Ray Train: checkpoints, early stopping, resume after a killed worker, DDP."""
+"""The train and evaluate stages on Ray Train and Ray Data: checkpoints, early stopping, resume
+after a killed worker, DDP, both protocols, seeds, full-catalog ranking and the report."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 import pytest
 import torch
 
-from mdrec.config import TrainProtocol, config_from_dict
+from mdrec.config import config_from_dict
+from mdrec.data.schema import Protocol
+from mdrec.experiment import REAL, RunKey
 from mdrec.models import build_model
 from mdrec.prepare.stage import run_prepare
 from mdrec.storage import RunDir
@@ -19,11 +22,15 @@ from tests.integration.conftest import world_config, write_config
 TINY_STAR = {"name": "star", "params": {"embedding_dim": 16, "hidden": [32], "aux_hidden": [8]}}
 
 
-def train_config(epochs=3, workers=1, models=(TINY_STAR,), **train):
+def train_config(epochs=3, workers=1, models=(TINY_STAR,), protocols=("warm",), **train):
     cfg = world_config(users=500)
-    cfg["train"] = {"models": list(models), "epochs": epochs, "batch_size": 512, "lr": 0.005,
+    cfg["train"] = {"models": list(models), "epochs": epochs, "batch_size": 512, "lr": 0.005, "protocols": list(protocols),
                     "num_workers": workers, "resources_per_worker": {"CPU": 0.5}, **train}
     return cfg
+
+
+def warm(model: str, seed: int = 0) -> RunKey:
+    return RunKey(model, REAL, Protocol.warm, seed)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,7 @@ def prepared_run(ray_session, tmp_path_factory):
 
 def test_train_commits_best_model_and_history(prepared_run):
     cfg = config_from_dict(train_config())
-    result = run_train(cfg, RunDir(str(prepared_run)))["star"]
+    result = run_train(cfg, RunDir(str(prepared_run)))[warm("star")]
     assert result["attempt_starts"] == [0]
     assert [h["epoch"] for h in result["history"]] == list(range(result["epochs_run"]))
     best = max(result["history"], key=lambda h: h["valid_ndcg@10"])
@@ -43,23 +50,23 @@ def test_train_commits_best_model_and_history(prepared_run):
     assert best["valid_auc"] > 0.6  # random scoring would be 0.5
     for k in (5, 10, 20):
         assert f"valid_hr@{k}" in best and f"valid_gini_exposure@{k}" in best
-    out = prepared_run / "models" / "star" / "real"
+    out = prepared_run / "models" / "star" / "real" / "warm" / "seed-0"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["best_epoch"] == result["best_epoch"]
     # the committed weights load into a fresh model of the prepared data's size
-    dims = load_prepared(RunDir(str(prepared_run)), TrainProtocol.warm).dims
+    dims = load_prepared(RunDir(str(prepared_run)), Protocol.warm).dims
     model = build_model("star", TINY_STAR["params"], dims)
-    model.load_state_dict(torch.load(out / "model.pt", weights_only=False))
+    model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
     assert model.embed.item.weight.shape[0] == dims.num_items
     # a second run with the same config reuses the committed model
-    again = run_train(cfg, RunDir(str(prepared_run)))["star"]
+    again = run_train(cfg, RunDir(str(prepared_run)))[warm("star")]
     assert again == saved
 
 
 def test_same_seed_same_metrics(prepared_run, tmp_path):
     cfg = config_from_dict(train_config(epochs=2))
-    a = run_train(cfg, RunDir(str(prepared_run)), force=True)["star"]["history"]
-    b = run_train(cfg, RunDir(str(prepared_run)), force=True)["star"]["history"]
+    a = run_train(cfg, RunDir(str(prepared_run)), force=True)[warm("star")]["history"]
+    b = run_train(cfg, RunDir(str(prepared_run)), force=True)[warm("star")]["history"]
     keys = ["loss", "valid_auc", "valid_ndcg@10"]
     assert [[h[k] for k in keys] for h in a] == [[h[k] for k in keys] for h in b]
 
@@ -68,7 +75,7 @@ def test_killed_worker_resumes_from_checkpoint(prepared_run, tmp_path, monkeypat
     marker = tmp_path / "killed"
     monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
     cfg = config_from_dict(train_config(epochs=3, early_stopping={"metric": "auc", "patience": 5}))
-    result = run_train(cfg, RunDir(str(prepared_run)), force=True)["star"]
+    result = run_train(cfg, RunDir(str(prepared_run)), force=True)[warm("star")]
     assert marker.exists()  # a worker really died at epoch 1
     assert result["attempt_starts"] == [0, 1]  # the restart began at epoch 1, not 0
     assert [h["epoch"] for h in result["history"]] == [0, 1, 2]
@@ -81,9 +88,10 @@ def test_two_workers_with_ddp_and_the_cli(prepared_run, tmp_path):
     assert code == 0, err
     lines = out.strip().splitlines()
     # Ray may print its workers' log lines to stdout too: find the table by its header.
-    top = next(i for i, line in enumerate(lines) if line.split()[:2] == ["model", "protocol"])
-    assert [line.split()[0] for line in lines[top + 2:top + 4]] == ["star", "shared_bottom"]
-    metrics = json.loads((prepared_run / "models" / "shared_bottom" / "real" / "metrics.json").read_text())
+    top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "variant", "protocol"])
+    assert [line.split()[:4] for line in lines[top + 2:top + 4]] == [["star", "real", "warm", "0"],
+                                                                     ["shared_bottom", "real", "warm", "0"]]
+    metrics = json.loads((prepared_run / "models" / "shared_bottom" / "real" / "warm" / "seed-0" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["history"][-1]["valid_auc"] > 0.5
 
 
@@ -105,8 +113,8 @@ def test_cold_start_protocol_uses_its_own_rows_and_cases(prepared_run):
     from mdrec.train.stage import _train_rows
 
     stats = json.loads((prepared_run / "prepared" / "stats.json").read_text())
-    cold = load_prepared(RunDir(str(prepared_run)), TrainProtocol.cold_start)
-    warm = load_prepared(RunDir(str(prepared_run)), TrainProtocol.warm)
+    cold = load_prepared(RunDir(str(prepared_run)), Protocol.cold_start)
+    warm = load_prepared(RunDir(str(prepared_run)), Protocol.warm)
     assert len(cold.valid.user) == sum(d["cold_start"]["valid"] for d in stats["domains"].values()) > 0
     assert len(warm.valid.user) == sum(d["splits"]["valid"] for d in stats["domains"].values())
     train = pd.read_parquet(prepared_run / "prepared" / "train")
@@ -123,12 +131,12 @@ def test_evaluate_scores_test_cases_per_domain(prepared_run, tmp_path):
     code, out, err = run_cli("evaluate", cfg, "--run-dir", str(prepared_run))
     assert code == 0, err
     lines = out.strip().splitlines()
-    top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "protocol", "domain"])
-    table = [line.split()[:4] for line in lines[top + 2:top + 6]]
+    top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "variant", "protocol"])
+    table = [[c for i, c in enumerate(line.split()) if i in (0, 2, 4, 5)] for line in lines[top + 2:top + 6]]
     assert table == [["star", "warm", "Books", "rich"], ["star", "warm", "Music", "cold"],
                      ["shared_bottom", "warm", "Books", "rich"], ["shared_bottom", "warm", "Music", "cold"]]
     stats = json.loads((prepared_run / "prepared" / "stats.json").read_text())
-    result = json.loads((prepared_run / "evaluation" / "star" / "real" / "metrics.json").read_text())
+    result = json.loads((prepared_run / "evaluation" / "star" / "real" / "warm" / "seed-0" / "metrics.json").read_text())
     for domain, m in result["domains"].items():
         assert m["cases"] == stats["domains"][domain]["splits"]["test"]
         for name in ("auc", "gauc", "logloss", "gini_user_ndcg@10", *(f"{x}@{k}" for k in (5, 10, 20)
@@ -143,4 +151,4 @@ def test_evaluate_scores_test_cases_per_domain(prepared_run, tmp_path):
 def test_evaluate_needs_a_trained_model(prepared_run, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", train_config(models=({"name": "mmoe"},)))
     code, _, err = run_cli("evaluate", cfg, "--run-dir", str(prepared_run))
-    assert code == 2 and "model 'mmoe' is not trained yet (run `mdrec train` first)" in err
+    assert code == 2 and "mmoe real warm seed 0 is not trained yet (run `mdrec train` first)" in err

@@ -123,7 +123,7 @@ def test_bad_shapes():
 def test_candidates_pad_short_cases_and_mask_them():
     from mdrec.train.examples import Candidates, pad_rows
 
-    c = Candidates.from_cases([7, 8], [0, 1], [10, 20], [np.array([11, 12, 13]), np.array([21])])
+    c = Candidates.from_cases([7, 8], [0, 1], [5, 6], [10, 20], [np.array([11, 12, 13]), np.array([21])])
     assert c.items.tolist() == [[10, 11, 12, 13], [20, 21, 0, 0]]
     assert c.valid.tolist() == [[True, True, True, True], [True, True, False, False]]
     scores, valid = pad_rows([[0.5], [0.1, 0.2]], -np.inf, np.float64)

@@ -12,6 +12,7 @@ from mdrec.errors import ConfigError
 from mdrec.evaluate import metrics
 from mdrec.models import MODELS, Dims, build_model, load_all
 from mdrec.prepare import shards
+from mdrec.train.context import InteractionContext
 from mdrec.train.examples import Candidates, with_sampled_negatives
 from mdrec.train.loop import fit, score
 from tests.unit.test_shards import plan_for
@@ -24,6 +25,9 @@ TINY = {
     "mmoe": {"embedding_dim": 16, "num_experts": 2, "expert": [32], "tower": [8]},
     "ple": {"embedding_dim": 16, "levels": 2, "expert_dim": 16, "tower": [8]},
     "star": {"embedding_dim": 16, "hidden": [32], "aux_hidden": [8]},
+    "sasrec": {"embedding_dim": 16, "max_len": 20, "num_layers": 1, "num_heads": 2, "dropout": 0.1},
+    "lightgcn": {"embedding_dim": 16, "num_layers": 2},
+    "emcdr": {"embedding_dim": 16, "mapping_hidden": [16]},
 }
 
 
@@ -42,16 +46,19 @@ def tiny_world():
     plan = plan_for(df, negatives=50)
     out = shards.split_shard(df, plan)
     dims = Dims(len(plan.users), len(plan.items), len(plan.domains))
-    return out, plan.item_ranges, dims
+    train = out[out["split"] == "train"]
+    context = InteractionContext.from_rows(dims.num_users, dims.num_items, dims.num_domains, train["user_idx"],
+                                           train["item_idx"], train["domain_idx"], train["ts"])
+    return out, plan.item_ranges, dims, context
 
 
 def test_registry_has_every_family_member():
-    assert {"shared_bottom", "mmoe", "ple", "star"} <= set(MODELS)
+    assert set(TINY) == set(MODELS), "every registered model needs a tiny config here"
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_model_trains_and_beats_random(name, tiny_world):
-    out, ranges, dims = tiny_world
+    out, ranges, dims, context = tiny_world
     train = out[out["split"] == "train"]
     valid = out[out["split"] == "valid"]
     rng = np.random.default_rng(0)
@@ -59,14 +66,15 @@ def test_model_trains_and_beats_random(name, tiny_world):
     def examples(epoch):
         return with_sampled_negatives(
             train["user_idx"].to_numpy(), train["item_idx"].to_numpy(), train["domain_idx"].to_numpy(),
-            np.ones(len(train), np.float32), ranges, 2, rng,
+            train["ts"].to_numpy(), np.ones(len(train), np.float32), ranges, 2, rng,
         )
 
     torch.manual_seed(0)
-    model = build_model(name, TINY[name], dims)
+    model = build_model(name, TINY[name], dims, context)
     history = fit(model, examples, epochs=4, lr=5e-3, batch_size=512)
     assert history[-1].loss < history[0].loss
-    candidates = Candidates.from_cases(valid["user_idx"], valid["domain_idx"], valid["item_idx"], list(valid["negatives"]))
+    candidates = Candidates.from_cases(valid["user_idx"], valid["domain_idx"], valid["ts"], valid["item_idx"],
+                                       list(valid["negatives"]))
     scores = score(model, candidates)
     auc = metrics.pooled_auc(scores, candidates.valid)
     ndcg = metrics.ndcg_at_k(scores, 10, candidates.valid).mean()

@@ -1,0 +1,72 @@
+"""PNG plots of the report (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def metric_bars(summary: pd.DataFrame, metric: str) -> bytes:
+    """One panel per protocol: the metric per domain (groups) and model-variant (bars), ± std."""
+    part = summary[summary["metric"] == metric]
+    protocols = sorted(part["protocol"].unique())
+    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        rows = part[part["protocol"] == protocol]
+        domains = list(dict.fromkeys(rows["domain"]))
+        runs = sorted({(m, v) for m, v in zip(rows["model"], rows["variant"])})
+        width = 0.8 / max(len(runs), 1)
+        for i, (model, variant) in enumerate(runs):
+            sel = rows[(rows["model"] == model) & (rows["variant"] == variant)].set_index("domain")
+            x = np.arange(len(domains)) + i * width
+            means = [sel["mean"].get(d, np.nan) for d in domains]
+            stds = [sel["std"].get(d, 0.0) for d in domains]
+            ax.bar(x, means, width, yerr=stds, capsize=2, label=f"{model} ({variant})")
+        ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains)
+        ax.set_title(f"{metric}, {protocol} protocol")
+        ax.set_ylabel(metric)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig)
+
+
+def accuracy_vs_fairness(summary: pd.DataFrame, accuracy: str = "ndcg@10", fairness: str = "gini_exposure@10") -> bytes:
+    """Each run's accuracy against the concentration of its top-K lists, per domain and protocol."""
+    wide = summary.pivot_table(index=["domain", "protocol", "model", "variant"], columns="metric", values="mean")
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for (domain, protocol), rows in wide.groupby(level=[0, 1]):
+        ax.scatter(rows[fairness], rows[accuracy], label=f"{domain}, {protocol}")
+        for (_, _, model, variant), r in rows.iterrows():
+            ax.annotate(model, (r[fairness], r[accuracy]), fontsize=7)
+    ax.set_xlabel(f"{fairness} (lower: exposure spread more evenly)")
+    ax.set_ylabel(accuracy)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def training_curves(curves: pd.DataFrame, metric: str) -> bytes:
+    """Validation metric per epoch, one line per run (seeds averaged), one panel per protocol."""
+    part = curves[curves["metric"] == metric]
+    protocols = sorted(part["protocol"].unique())
+    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        rows = part[part["protocol"] == protocol]
+        for (model, variant), run in rows.groupby(["model", "variant"]):
+            mean = run.groupby("epoch")["value"].mean()
+            ax.plot(mean.index + 1, mean.values, marker="o", label=f"{model} ({variant})")
+        ax.set_title(f"{metric.removeprefix('valid_')} on validation, {protocol}")
+        ax.set_xlabel("epoch")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _png(fig)

@@ -1,0 +1,62 @@
+"""`mdrec report RUN_DIR`: everything committed in a run directory, as Markdown and PNG.
+
+Reads only the committed metrics (no config, no model), so it works on any run directory,
+local or s3://, and can be re-run at any time. Writes `<run-dir>/report/`:
+- report.md: one table per domain (protocol x model x variant, mean ± std over seeds),
+  timings, and the plots;
+- summary.csv: the same numbers, long form, for notebooks;
+- ndcg@10.png, auc.png, coverage@10.png, fairness.png, training.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from mdrec.errors import DataError
+from mdrec.report import collect, plots, tables
+from mdrec.storage import RunDir
+
+PLOTTED = {"ndcg@10.png": "ndcg@10", "auc.png": "auc", "coverage@10.png": "coverage@10"}
+
+
+def _timing_table(timings) -> str:
+    if timings.empty:
+        return ""
+    mean = timings.groupby(["model", "protocol"])[["epoch_seconds", "score_seconds"]].mean().reset_index()
+    lines = ["| model | protocol | training epoch (s) | scoring all test cases (s) |", "|---|---|---|---|"]
+    lines += [f"| {r.model} | {r.protocol} | {r.epoch_seconds:.1f} | {r.score_seconds:.1f} |" for r in mean.itertuples()]
+    return "\n".join(lines)
+
+
+def build_report(run_dir: RunDir, log=lambda m: None) -> dict:
+    long = collect.test_metrics(run_dir)
+    if long.empty:
+        raise DataError(f"{run_dir.uri}: no committed evaluation to report (run `mdrec evaluate` first)")
+    summary = tables.aggregate(long)
+    curves = collect.training_curves(run_dir)
+    timings = collect.timings(run_dir)
+    fingerprint = hashlib.sha256(json.dumps([long.to_csv(index=False), curves.to_csv(index=False)]).encode()).hexdigest()
+    stage = run_dir.stage("report")
+    files = {name: plots.metric_bars(summary, metric) for name, metric in PLOTTED.items()
+             if metric in set(summary["metric"])}
+    files["fairness.png"] = plots.accuracy_vs_fairness(summary)
+    if not curves.empty:
+        files["training.png"] = plots.training_curves(curves, "valid_ndcg@10")
+    roles = long.drop_duplicates("domain").set_index("domain")["role"]
+    parts = [f"# mdrec report: {run_dir.uri}", "",
+             "Test split. Mean ± std over training seeds; every run is scored on the same stored candidates "
+             "(1 positive + sampled negatives per case); `full_*` columns rank against the whole domain catalog.", ""]
+    for domain, table in tables.domain_tables(summary).items():
+        parts += [f"## {domain} ({roles[domain]} domain)", "", table, ""]
+    timing = _timing_table(timings)
+    if timing:
+        parts += ["## Time", "", timing, ""]
+    parts += ["## Plots", ""] + [f"![{name}]({name})" for name in files] + [""]
+    with stage.writing(fingerprint) as out:
+        out.join("report.md").write_bytes("\n".join(parts).encode())
+        out.join("summary.csv").write_bytes(summary.to_csv(index=False).encode())
+        for name, data in files.items():
+            out.join(name).write_bytes(data)
+    log(f"report: {stage.location.join('report.md').uri}")
+    return {"report": stage.location.join("report.md").uri, "domains": list(roles.index), "files": sorted(files)}

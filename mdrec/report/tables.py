@@ -1,0 +1,44 @@
+"""Markdown tables of the report: one per domain, mean ± std over seeds."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+# The columns of the per-domain tables, in reading order: ranking, CTR, then fairness.
+SHOWN = ["ndcg@10", "hr@10", "ndcg@20", "auc", "gauc", "logloss", "coverage@10", "gini_exposure@10",
+         "gini_user_ndcg@10", "full_ndcg@10", "full_hr@10", "full_coverage@10"]
+GROUP = ["domain", "protocol", "model", "variant"]
+
+
+def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof 1; 0 for one seed) and seed count per domain, protocol, model, variant, metric."""
+    grouped = long.groupby([*GROUP, "metric"], sort=True)["value"]
+    out = grouped.agg(mean="mean", std=lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0, seeds="count")
+    return out.reset_index()
+
+
+def _cell(mean: float, std: float, seeds: int, metric: str) -> str:
+    if metric == "cases":
+        return f"{mean:,.0f}"
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.4f} ± {std:.4f}" if seeds > 1 else f"{mean:.4f}"
+
+
+def domain_tables(summary: pd.DataFrame) -> dict[str, str]:
+    """Domain -> Markdown table with one row per (protocol, model, variant)."""
+    tables = {}
+    for domain, part in summary.groupby("domain", sort=False):
+        shown = [m for m in ["cases", *SHOWN] if m in set(part["metric"])]
+        wide = part.set_index(["protocol", "model", "variant", "metric"])[["mean", "std", "seeds"]]
+        lines = ["| protocol | model | variant | seeds | " + " | ".join(shown) + " |",
+                 "|" + "---|" * (4 + len(shown))]
+        for (protocol, model, variant), rows in wide.groupby(level=[0, 1, 2], sort=True):
+            rows = rows.droplevel([0, 1, 2])
+            seeds = int(rows["seeds"].max())
+            cells = [_cell(*rows.loc[m, ["mean", "std", "seeds"]], m) if m in rows.index else "" for m in shown]
+            lines.append(f"| {protocol} | {model} | {variant} | {seeds} | " + " | ".join(cells) + " |")
+        tables[domain] = "\n".join(lines)
+    return tables
