@@ -1,8 +1,9 @@
 """The `evaluate` stage: test metrics per domain for every trained run, scored on Ray Data.
 
-Test cases of the protocol a model was trained for are scored by a pool of Ray actors, each
-holding the model once. A model trained on the warm split is never scored on cold-start cases:
-their users' held-out rows were in its training data.
+Test cases of the protocol a model was trained for are scored by a pool of Ray actors; one pass
+per protocol scores every run of that protocol (each actor holds all its models). A model
+trained on the warm split is never scored on cold-start cases: their users' held-out rows were
+in its training data.
 
 - Sampled candidates (always): each case's positive against its stored negatives. The actors
   send back the scores; the driver computes every metric per domain.
@@ -39,6 +40,7 @@ from mdrec.prepare.shards import unit_hash
 from mdrec.storage import RunDir
 from mdrec.train.examples import Candidates, pad_rows
 from mdrec.train.loop import score
+from mdrec.train.context import InteractionContext
 from mdrec.train.stage import load_context, read_dims
 
 Log = Callable[[str], None]
@@ -52,14 +54,18 @@ def _list_column(values: np.ndarray, valid: np.ndarray) -> pa.ListArray:
 
 
 class _Scorer:
-    """A Ray Data actor: builds the model once, then scores batches of cases."""
+    """A Ray Data actor: builds every model of the pass once, then scores batches of cases.
 
-    def __init__(self, name: str, params: dict, dims, weights, context, item_ranges, full_catalog: bool):
-        context = ray.get(context) if isinstance(context, ray.ObjectRef) else context
-        self.model = build_model(name, params, dims, context)
-        state = ray.get(weights) if isinstance(weights, ray.ObjectRef) else weights
-        self.model.load_state_dict(torch.load(io.BytesIO(state), weights_only=True))
-        self.model.eval()
+    All runs of one protocol share one pass (the cases are read once, and actor start-up, which
+    dominates on small data, is paid once): run i's outputs are the columns prefixed `i/`.
+    """
+
+    def __init__(self, runs: list[tuple[str, dict, bytes]], dims, context, item_ranges, full_catalog: bool):
+        self.models = []
+        for name, params, weights in runs:
+            model = build_model(name, params, dims, context)
+            model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
+            self.models.append(model.eval())
         self.context, self.item_ranges, self.full_catalog = context, item_ranges, full_catalog
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
@@ -67,15 +73,17 @@ class _Scorer:
                    "domain_idx": pa.array(batch["domain_idx"].to_numpy())}
         if self.full_catalog:
             cases = self._full_catalog(batch)
-            per_case = metrics.ranking_per_case(score(self.model, cases), cases.items, cases.valid)
-            top = per_case.pop("top")
-            columns["top"] = _list_column(top, top >= 0)
-            columns.update({k: pa.array(v) for k, v in per_case.items()})
+            for i, model in enumerate(self.models):
+                per_case = metrics.ranking_per_case(score(model, cases), cases.items, cases.valid)
+                top = per_case.pop("top")
+                columns[f"{i}/top"] = _list_column(top, top >= 0)
+                columns.update({f"{i}/{k}": pa.array(v) for k, v in per_case.items()})
         else:
             cases = Candidates.from_cases(batch["user_idx"], batch["domain_idx"], batch["ts"], batch["item_idx"],
                                           list(batch["negatives"]))
             columns["items"] = _list_column(cases.items, cases.valid)
-            columns["scores"] = _list_column(score(self.model, cases), cases.valid)
+            for i, model in enumerate(self.models):
+                columns[f"{i}/scores"] = _list_column(score(model, cases), cases.valid)
         return pa.table(columns)
 
     def _full_catalog(self, batch: pd.DataFrame) -> Candidates:
@@ -109,34 +117,43 @@ def _per_domain(frame: pd.DataFrame, domains: pd.DataFrame, summarize) -> dict:
     return out
 
 
-def _sampled_summary(part: pd.DataFrame, catalog: np.ndarray) -> dict:
-    items, valid = pad_rows(list(part["items"]), 0, np.int64)
-    scores, _ = pad_rows(list(part["scores"]), -np.inf, np.float64)
-    return metrics.summarize(scores, items, part["user_idx"].to_numpy(), catalog, valid)
+def _sampled_summary(run: int):
+    def summarize(part: pd.DataFrame, catalog: np.ndarray) -> dict:
+        items, valid = pad_rows(list(part["items"]), 0, np.int64)
+        scores, _ = pad_rows(list(part[f"{run}/scores"]), -np.inf, np.float64)
+        return metrics.summarize(scores, items, part["user_idx"].to_numpy(), catalog, valid)
+
+    return summarize
 
 
-def _full_summary(part: pd.DataFrame, catalog: np.ndarray) -> dict:
-    top, _ = pad_rows(list(part["top"]), -1, np.int64)
-    per_case = {c: part[c].to_numpy() for c in part.columns if c.startswith(("hr@", "ndcg@"))}
-    summary = metrics.summarize_ranking({**per_case, "top": top}, part["user_idx"].to_numpy(), catalog)
-    return {"cases": len(part), **summary}
+def _full_summary(run: int):
+    prefix = f"{run}/"
+
+    def summarize(part: pd.DataFrame, catalog: np.ndarray) -> dict:
+        top, _ = pad_rows(list(part[f"{prefix}top"]), -1, np.int64)
+        per_case = {c[len(prefix):]: part[c].to_numpy() for c in part.columns
+                    if c.startswith(prefix) and c != f"{prefix}top"}
+        return {"cases": len(part), **metrics.summarize_ranking({**per_case, "top": top}, part["user_idx"].to_numpy(),
+                                                                 catalog)}
+
+    return summarize
 
 
-def _score_cases(cfg: MdrecConfig, run_dir: RunDir, key: RunKey, params: dict, weights, context_ref,
-                 full_sample: dict[int, float] | None) -> pd.DataFrame:
+def _score_cases(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, runs: list[tuple[str, dict, bytes]],
+                 context: InteractionContext, full_sample: dict[int, float] | None) -> pd.DataFrame:
     dims, ranges = read_dims(run_dir)
     cases_path = run_dir.stage("prepared").location.join("cases")
     cases = ray.data.read_parquet(cases_path.path, filesystem=cases_path.fs).map_batches(
-        _test_cases, batch_format="pandas", fn_kwargs=dict(protocol=key.protocol.value, full_sample=full_sample)
+        _test_cases, batch_format="pandas", fn_kwargs=dict(protocol=protocol.value, full_sample=full_sample)
     )
     full = full_sample is not None
     return cases.map_batches(
         _Scorer,
         batch_format="pandas",
         batch_size=64 if full else 2048,  # a full-catalog case scores a whole domain
-        fn_constructor_kwargs=dict(name=key.model, params=params, dims=dims, weights=weights, context=context_ref,
-                                   item_ranges=ranges, full_catalog=full),
-        compute=ray.data.ActorPoolStrategy(size=cfg.evaluate.num_actors),
+        # Values, not object refs: Ray keeps constructor arguments alive for as long as actors start.
+        fn_constructor_kwargs=dict(runs=runs, dims=dims, context=context, item_ranges=ranges, full_catalog=full),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.evaluate.num_actors),
         num_cpus=cfg.evaluate.cpus_per_actor,
     ).to_pandas()
 
@@ -154,50 +171,71 @@ def _full_sample_rates(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol) ->
     return rates
 
 
-def evaluate_run(cfg: MdrecConfig, run_dir: RunDir, key: RunKey, context_ref, *, force: bool = False,
-                 log: Log = lambda m: None) -> dict:
-    trained = run_dir.stage(f"models/{key.path}")
-    record = trained.commit_record()
-    if record is None:
-        raise DataError(f"{trained.location.uri}: {key.label} is not trained yet (run `mdrec train` first)")
-    stage = run_dir.stage(f"evaluation/{key.path}")
+def _fingerprint(cfg: MdrecConfig, trained_fingerprint: str) -> str:
     ev = cfg.evaluate
-    fp = hashlib.sha256(json.dumps({"model": record["fingerprint"], "format": FORMAT, "full": ev.full_catalog,
-                                    "full_cases": ev.full_catalog_cases}).encode()).hexdigest()
-    if not force and stage.is_current(fp):
-        log(f"evaluate {key.label}: reusing committed metrics in {stage.location.uri}")
-        return stage.location.join("metrics.json").read_json()
+    return hashlib.sha256(json.dumps({"model": trained_fingerprint, "format": FORMAT, "full": ev.full_catalog,
+                                      "full_cases": ev.full_catalog_cases}).encode()).hexdigest()
 
-    summary = trained.location.join("metrics.json").read_json()
-    params = summary["params"]  # as the committed model was trained
+
+def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, keys: list[RunKey], *,
+                      force: bool = False, log: Log = lambda m: None) -> dict[RunKey, dict]:
+    """Every run of one protocol; the ones whose committed metrics are current are reused."""
+    results, todo = {}, []
+    for key in keys:
+        trained = run_dir.stage(f"models/{key.path}")
+        record = trained.commit_record()
+        if record is None:
+            raise DataError(f"{trained.location.uri}: {key.label} is not trained yet (run `mdrec train` first)")
+        stage = run_dir.stage(f"evaluation/{key.path}")
+        fp = _fingerprint(cfg, record["fingerprint"])
+        if not force and stage.is_current(fp):
+            log(f"evaluate {key.label}: reusing committed metrics in {stage.location.uri}")
+            results[key] = stage.location.join("metrics.json").read_json()
+        else:
+            todo.append((key, trained, stage, fp))
+    if not todo:
+        return results
+
+    context = load_context(run_dir, protocol)
     domains = run_dir.stage("prepared").location.join("domains.parquet").read_table().to_pandas()
-    weights = ray.put(trained.location.join("model.pt").read_bytes())
+    summaries = [trained.location.join("metrics.json").read_json() for _, trained, _, _ in todo]
+    # Parameters as each committed model was trained, not as the config says now.
+    runs = [(key.model, summary["params"], trained.location.join("model.pt").read_bytes())
+            for (key, trained, _, _), summary in zip(todo, summaries)]
     started = time.perf_counter()
-    scored = _score_cases(cfg, run_dir, key, params, weights, context_ref, None)
-    score_seconds = time.perf_counter() - started
+    scored = _score_cases(cfg, run_dir, protocol, runs, context, None)
+    pass_seconds = time.perf_counter() - started
     if scored.empty:
-        raise DataError(f"{run_dir.stage('prepared').location.uri}: no {key.protocol.value} test cases to evaluate")
-    per_domain = _per_domain(scored, domains, _sampled_summary)
-    for row in domains.itertuples():
-        if row.domain in per_domain:
-            per_domain[row.domain] = {"role": row.role, **per_domain[row.domain]}
-    result = {
-        "model": key.model, "variant": key.variant, "protocol": key.protocol.value, "seed": key.seed,
-        "split": Split.test.value,
-        "domains": per_domain,
-        "score_seconds": round(score_seconds, 2),
-        "train_epoch_seconds": round(float(np.mean([h["train_seconds"] for h in summary["history"]])), 2),
-    }
-    if ev.full_catalog:
+        raise DataError(f"{run_dir.stage('prepared').location.uri}: no {protocol.value} test cases to evaluate")
+    full, full_seconds = None, 0.0
+    if cfg.evaluate.full_catalog:
         started = time.perf_counter()
-        full = _score_cases(cfg, run_dir, key, params, weights, context_ref, _full_sample_rates(cfg, run_dir, key.protocol))
-        for domain, values in _per_domain(full, domains, _full_summary).items():
-            per_domain[domain].update({f"full_{k}": v for k, v in values.items()})
-        result["full_catalog_seconds"] = round(time.perf_counter() - started, 2)
-    with stage.writing(fp, meta={"model": key.model}) as out:
-        out.join("metrics.json").write_json(result)
-    log(f"evaluate {key.label}: {len(scored):,} {key.protocol.value} test cases scored in {score_seconds:.1f}s")
-    return result
+        full = _score_cases(cfg, run_dir, protocol, runs, context, _full_sample_rates(cfg, run_dir, protocol))
+        full_seconds = time.perf_counter() - started
+    log(f"evaluate {protocol.value}: {len(scored):,} test cases x {len(runs)} runs scored in {pass_seconds:.1f}s"
+        + (f", full catalog {len(full):,} cases in {full_seconds:.1f}s" if full is not None else ""))
+
+    roles = dict(zip(domains["domain"], domains["role"]))
+    for i, ((key, _, stage, fp), summary) in enumerate(zip(todo, summaries)):
+        per_domain = {d: {"role": roles[d], **m} for d, m in _per_domain(scored, domains, _sampled_summary(i)).items()}
+        if full is not None:
+            for d, values in _per_domain(full, domains, _full_summary(i)).items():
+                per_domain[d].update({f"full_{k}": v for k, v in values.items()})
+        result = {
+            "model": key.model, "variant": key.variant, "protocol": key.protocol.value, "seed": key.seed,
+            "split": Split.test.value,
+            "domains": per_domain,
+            # The pass scored every run at once: each run's share, and the whole pass.
+            "score_seconds": round(pass_seconds / len(runs), 2),
+            "score_pass_seconds": round(pass_seconds, 2),
+            "runs_in_pass": len(runs),
+            "full_catalog_seconds": round(full_seconds / len(runs), 2),
+            "train_epoch_seconds": round(float(np.mean([h["train_seconds"] for h in summary["history"]])), 2),
+        }
+        with stage.writing(fp, meta={"model": key.model}) as out:
+            out.join("metrics.json").write_json(result)
+        results[key] = result
+    return results
 
 
 def run_evaluate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Log = lambda m: None) -> dict[RunKey, dict]:
@@ -206,7 +244,7 @@ def run_evaluate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     ensure_ray(cfg.ray)
     results = {}
     for protocol in cfg.train.protocols:
-        context_ref = ray.put(load_context(run_dir, protocol))
-        for key in (k for k in grid(cfg) if k.protocol == protocol):
-            results[key] = evaluate_run(cfg, run_dir, key, context_ref, force=force, log=log)
+        keys = [k for k in grid(cfg) if k.protocol == protocol]
+        done = evaluate_protocol(cfg, run_dir, protocol, keys, force=force, log=log)
+        results.update({k: done[k] for k in keys})
     return results

@@ -15,20 +15,11 @@ from mdrec.prepare import shards
 from mdrec.train.context import InteractionContext
 from mdrec.train.examples import Candidates, with_sampled_negatives
 from mdrec.train.loop import fit, score
+from tests.tiny_models import TINY
 from tests.unit.test_shards import plan_for
 
 load_all()
 
-# Small settings per model, so the whole zoo trains in seconds.
-TINY = {
-    "shared_bottom": {"embedding_dim": 16, "bottom": [32], "tower": [8]},
-    "mmoe": {"embedding_dim": 16, "num_experts": 2, "expert": [32], "tower": [8]},
-    "ple": {"embedding_dim": 16, "levels": 2, "expert_dim": 16, "tower": [8]},
-    "star": {"embedding_dim": 16, "hidden": [32], "aux_hidden": [8]},
-    "sasrec": {"embedding_dim": 16, "max_len": 20, "num_layers": 1, "num_heads": 2, "dropout": 0.1},
-    "lightgcn": {"embedding_dim": 16, "num_layers": 2},
-    "emcdr": {"embedding_dim": 16, "mapping_hidden": [16]},
-}
 
 
 @pytest.fixture(scope="module")
