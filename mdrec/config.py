@@ -295,6 +295,9 @@ class TrainConfig(StrictModel):
         default_factory=lambda: {"CPU": 1.0},
         description="Ray resources of each worker; fractional CPUs keep small machines from hanging.",
     )
+    torch_threads: int | None = Field(
+        None, gt=0, description="Intra-op threads of each worker's torch; null keeps Ray's setting (one per reserved CPU)."
+    )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping.")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts, each resuming from the last checkpoint.")
 

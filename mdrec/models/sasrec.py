@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -62,11 +63,14 @@ class SASRec(RecModel):
     def attach(self, context) -> None:
         self.context = context
 
-    def histories(self, batch: Batch) -> torch.Tensor:
+    def histories(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct histories of the batch (n, max_len) and, per example, which one is its own."""
         if self.context is None or batch.ts is None:
             raise RuntimeError("sasrec needs the interaction context (attach) and batch.ts")
-        hist = self.context.history_before(batch.user.cpu().numpy(), batch.ts.cpu().numpy(), self.config.max_len)
-        return torch.from_numpy(hist).to(batch.user.device)
+        ends = self.context.history_ends(batch.user.cpu().numpy(), batch.ts.cpu().numpy())
+        distinct, inverse = np.unique(ends, return_inverse=True)
+        history = torch.from_numpy(self.context.histories(distinct, self.config.max_len))
+        return history.to(batch.user.device), torch.from_numpy(inverse.reshape(-1)).to(batch.user.device)
 
     def encode(self, history: torch.Tensor) -> torch.Tensor:
         """(n, L) left-padded item ids -> (n, d): the state after the newest item."""
@@ -97,7 +101,6 @@ class SASRec(RecModel):
         return out
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        history = self.histories(batch)
-        unique, inverse = torch.unique(history, dim=0, return_inverse=True)
-        state = self.encode_bucketed(unique)[inverse] + self.domain(batch.domain)
+        history, inverse = self.histories(batch)
+        state = self.encode_bucketed(history)[inverse] + self.domain(batch.domain)
         return (state * self.item(batch.item)).sum(-1) + self.item_bias(batch.item).squeeze(-1)

@@ -40,6 +40,9 @@ class InteractionContext:
         offsets = np.concatenate([[0], np.cumsum(np.bincount(user, minlength=num_users))]).astype(np.int64)
         return cls(num_users, num_items, num_domains, offsets, item, domain, ts, user * stride + rank, times, stride)
 
+    def __post_init__(self):
+        self._row_users = self.row_users()
+
     @property
     def pad_item(self) -> int:
         """The item index used for 'no item' in padded histories (one past the catalog)."""
@@ -48,15 +51,30 @@ class InteractionContext:
     def row_users(self) -> np.ndarray:
         return np.repeat(np.arange(self.num_users, dtype=np.int64), np.diff(self.offsets))
 
-    def history_before(self, user: np.ndarray, ts: np.ndarray, length: int) -> np.ndarray:
-        """Each query's last `length` items strictly before its ts, oldest first, left-padded."""
+    def history_ends(self, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Per query, one past its user's last row strictly before ts, or -1 when there is none.
+
+        Equal ends mean equal histories, so callers can encode each distinct history once.
+        """
         user = np.asarray(user, dtype=np.int64)
         before = np.searchsorted(self._times, np.asarray(ts, dtype=np.int64), side="left")
         end = np.searchsorted(self._keys, user * self._stride + before, side="left")
-        start = self.offsets[user]
+        return np.where(end > self.offsets[user], end, -1)
+
+    def histories(self, ends: np.ndarray, length: int) -> np.ndarray:
+        """The last `length` items before each end (from `history_ends`), oldest first, left-padded."""
+        ends = np.asarray(ends, dtype=np.int64)
+        has = ends > 0
+        owner = self._row_users[np.clip(ends - 1, 0, None)] if len(self.items) else np.zeros_like(ends)
+        start = np.where(has, self.offsets[owner], 0)
+        end = np.where(has, ends, 0)
         idx = end[:, None] - length + np.arange(length)
         real = idx >= start[:, None]
         return np.where(real, self.items[np.clip(idx, 0, None)] if len(self.items) else 0, self.pad_item)
+
+    def history_before(self, user: np.ndarray, ts: np.ndarray, length: int) -> np.ndarray:
+        """Each query's last `length` items strictly before its ts, oldest first, left-padded."""
+        return self.histories(self.history_ends(user, ts), length)
 
     def user_domains(self) -> np.ndarray:
         """(num_users, num_domains) bool: which domains each user has training rows in."""

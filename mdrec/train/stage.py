@@ -115,7 +115,8 @@ def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec, key: 
     # What changes the trained weights; not how many workers or seeds/protocols sit beside it.
     payload = {"prepared": prepared.fingerprint, "key": key.path, "spec": spec.model_dump(mode="json"),
                "train": cfg.train.model_dump(mode="json", exclude={"models", "protocols", "seeds", "num_workers",
-                                                                   "use_gpu", "resources_per_worker", "max_failures"})}
+                                                                   "use_gpu", "resources_per_worker", "max_failures",
+                                                                   "torch_threads"})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

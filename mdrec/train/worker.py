@@ -52,6 +52,8 @@ def train_loop(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     spec, train_cfg, label = config["spec"], config["train"], config["label"]
     torch.manual_seed(config["seed"])
+    if train_cfg.get("torch_threads"):
+        torch.set_num_threads(train_cfg["torch_threads"])
     context = _resolve(config["context"])
     model = build_model(spec["name"], spec["params"], config["dims"], context)
     state = _load_state()

@@ -128,19 +128,23 @@ def test_failed_prepare_keeps_committed_output(ray_session, tmp_path, monkeypatc
 
 
 def test_demo_config_runs_end_to_end(ray_session, tmp_path, in_repo_root):
-    """The README's demo: `mdrec run configs/demo.yaml` prints the domain, training and test tables."""
+    """The README's demo: `mdrec run configs/demo.yaml` prints the domain, training and test tables
+    and writes the report."""
     code, out, err = run_cli("run", "configs/demo.yaml", "--run-dir", str(tmp_path / "demo"))
     assert code == 0, err
     lines = out.strip().splitlines()  # Ray may add its workers' log lines: find tables by header
     top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["domain", "role", "users"])
     assert [r.split()[:2] for r in lines[top + 2:top + 5]] == [["Books", "rich"], ["Movies", "cold"], ["Music", "cold"]]
-    top = next(i for i, line in enumerate(lines) if line.split()[:2] == ["model", "protocol"])
-    assert [r.split()[0] for r in lines[top + 2:top + 4]] == ["star", "shared_bottom"]
-    top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "protocol", "domain"])
-    assert [r.split()[:3] for r in lines[top + 2:top + 8]] == [
-        [m, "warm", d] for m in ("star", "shared_bottom") for d in ("Books", "Movies", "Music")]
+    top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "variant", "protocol"])
+    runs = [(m, p) for p in ("warm", "cold_start") for m in ("star", "sasrec")]
+    assert [tuple(r.split()[0:3:2]) for r in lines[top + 2:top + 6]] == runs
+    top = next(i for i, line in enumerate(lines) if line.split()[:5] == ["model", "variant", "protocol", "seed", "domain"])
+    rows = [(r.split()[0], r.split()[2], r.split()[4]) for r in lines[top + 2:top + 12]]
+    assert rows == [(m, "warm", d) for m in ("star", "sasrec") for d in ("Books", "Movies", "Music")] + [
+        (m, "cold_start", d) for m in ("star", "sasrec") for d in ("Movies", "Music")]
+    assert (tmp_path / "demo" / "report" / "report.md").read_text().count("(cold domain)") == 2
     stats = json.loads((tmp_path / "demo" / "prepared" / "stats.json").read_text())
     assert stats["domains"]["Books"]["titles_missing"] > 0  # the demo keeps a few untitled items
-    for model in ("star", "shared_bottom"):
-        metrics = json.loads((tmp_path / "demo" / "models" / model / "real" / "metrics.json").read_text())
+    for model in ("star", "sasrec"):
+        metrics = json.loads((tmp_path / "demo" / "models" / model / "real" / "warm" / "seed-0" / "metrics.json").read_text())
         assert metrics["best_value"] > 0.15  # NDCG@10 with 100 negatives: random is about 0.045

@@ -1,0 +1,134 @@
+"""Training and evaluation speed on the shared data, against RecBole 1.2's SASRec in the same run.
+
+For SASRec and STAR, with 1 and 2 Ray Train workers: one epoch of the warm protocol through
+the real `train` stage (Ray Data feeding a TorchTrainer), timed inside the worker (the epoch,
+not Ray's start-up). Then the `evaluate` pass over every warm test case, timed next to an
+epoch. Then RecBole's SASRec with the same sizes (max_len 50, 64 dims, 2 layers, 2 heads,
+batch 2048), installed into a venv of its own under the work folder (see recbole_peer.py).
+
+Training samples are positives (interactions); mdrec adds 4 sampled negatives to each, RecBole
+with loss BCE adds 1 and with CE scores the whole catalog. Throughput with 2 workers is the
+sum over both (each rank trains on half the data). Prints one JSON line.
+
+    python benchmarks/train.py [--workdir DIR] [--skip-recbole] [--recbole-loss BCE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared" / "data" / "amazon-food-kitchen").resolve()
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+SASREC = {"embedding_dim": 64, "max_len": 50, "num_layers": 2, "num_heads": 2}
+NEGATIVES = 4
+BATCH = 2048
+
+
+def bench_config(models: list[dict], workers: int):
+    from mdrec.config import config_from_dict
+
+    # Two cores: one worker takes one CPU and both threads; two workers half a CPU and one thread
+    # each. The rest of the CPU feeds them through Ray Data.
+    per_worker = {"CPU": 1.0} if workers == 1 else {"CPU": 0.5}
+    return config_from_dict({
+        "name": "bench-train",
+        "data": {"source": {"type": "table", "interactions": str(SHARED / "interactions.parquet"),
+                            "items": str(SHARED / "items.parquet"), "interaction_columns": {"seq": "seq"}},
+                 "domains": ["Food", "Kitchen"]},
+        "train": {"models": models, "protocols": ["warm"], "epochs": 1, "batch_size": BATCH, "lr": 0.002,
+                  "negatives_per_positive": NEGATIVES, "num_workers": workers, "resources_per_worker": per_worker,
+                  "torch_threads": max(1, (os.cpu_count() or 2) // workers)},
+        "evaluate": {"num_actors": 2, "cpus_per_actor": 0.5},
+        "ray": {"progress_bars": False},
+    })
+
+
+def train_once(run_dir, model: dict, workers: int) -> dict:
+    from mdrec.experiment import REAL, RunKey
+    from mdrec.data.schema import Protocol
+    from mdrec.train.stage import load_prepared, train_model
+
+    cfg = bench_config([model], workers)
+    prepared = load_prepared(run_dir, Protocol.warm)
+    key = RunKey(model["name"], REAL, Protocol.warm, 0)
+    # The fingerprint ignores the worker count: force, so each count really trains.
+    result = train_model(cfg, run_dir, prepared, cfg.train.models[0], key, force=True)
+    epoch = result["history"][0]
+    positives = epoch["examples"] / (1 + NEGATIVES) * workers  # rank 0's share, times the ranks
+    return {"epoch_seconds": round(epoch["train_seconds"], 2), "positives_per_s": round(positives / epoch["train_seconds"]),
+            "validation_seconds": round(epoch["eval_seconds"], 2), "fit_seconds": result["seconds"]}
+
+
+def evaluate_all(run_dir, models: list[dict]) -> dict:
+    from mdrec.data.schema import Protocol
+    from mdrec.evaluate.stage import evaluate_protocol
+    from mdrec.experiment import grid
+
+    cfg = bench_config(models, 1)
+    keys = grid(cfg)
+    out = {}
+    for key in keys:  # one pass per model, so each time is that model's alone
+        result = evaluate_protocol(cfg, run_dir, Protocol.warm, [key], force=True)[key]
+        out[key.model] = {"score_seconds": result["score_seconds"], "test_cases": sum(
+            d["cases"] for d in result["domains"].values()), "epoch_seconds": result["train_epoch_seconds"]}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=None, help="work folder (kept; its RecBole venv is reused)")
+    parser.add_argument("--skip-recbole", action="store_true", help="measure mdrec only")
+    parser.add_argument("--recbole-loss", default="BCE", choices=["BCE", "CE"], help="RecBole SASRec loss")
+    args = parser.parse_args()
+
+    from mdrec.config import RayConfig
+    from mdrec.prepare.stage import run_prepare
+    from mdrec.ray_session import ensure_ray
+    from mdrec.storage import RunDir
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mdrec-bench-train-"))
+    ensure_ray(RayConfig(progress_bars=False))
+    run_dir = RunDir(str(workdir / "run"))
+    run_prepare(bench_config([{"name": "star"}], 1), run_dir)
+    models = [{"name": "sasrec", "params": SASREC}, {"name": "star", "params": {}}]
+    results: dict = {"benchmark": "train", "data": "amazon-food-kitchen (warm protocol)"}
+    for model in models:
+        for workers in (1, 2):
+            results[f"{model['name']}_{workers}w"] = train_once(run_dir, model, workers)
+    # The last trained weights of each model (2 workers) are the ones scored.
+    results["evaluation"] = evaluate_all(run_dir, models)
+    for name, ev in results["evaluation"].items():
+        ev["score_vs_epoch"] = round(ev["score_seconds"] / ev["epoch_seconds"], 2)
+
+    if not args.skip_recbole:
+        from recbole_peer import run_recbole_sasrec
+
+        interactions = pd.read_parquet(SHARED / "interactions.parquet", columns=["user_id", "item_id", "seq"])
+        started = time.perf_counter()
+        peer = run_recbole_sasrec(interactions, str(workdir / "recbole"), epochs=1, max_seq_length=SASREC["max_len"],
+                                  hidden_size=SASREC["embedding_dim"], n_layers=SASREC["num_layers"],
+                                  n_heads=SASREC["num_heads"], batch_size=BATCH, loss_type=args.recbole_loss,
+                                  threads=os.cpu_count() or 2)
+        results["recbole_sasrec"] = {"loss": args.recbole_loss, "epoch_seconds": round(peer["epoch_seconds_mean"], 2),
+                                     "positives_per_s": round(peer["samples_per_s"]), "train_samples": peer["train_samples"],
+                                     "wall_seconds_with_install": round(time.perf_counter() - started, 1)}
+        ours = results["sasrec_1w"]["epoch_seconds"]
+        # Goal: at most 0.5 (an mdrec SASRec epoch takes at most half of RecBole's).
+        results["sasrec_epoch_vs_recbole"] = round(ours / peer["epoch_seconds_mean"], 3)
+    results.update({"python": platform.python_version(), "machine": f"{os.cpu_count()} cores", "workdir": str(workdir)})
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
