@@ -18,8 +18,11 @@ from mdrec.train.stage import load_prepared, run_train
 from mdrec.train.worker import KILL_ONCE_ENV
 from tests.conftest import run_cli
 from tests.integration.conftest import world_config, write_config
+from tests.tiny_models import TINY
 
-TINY_STAR = {"name": "star", "params": {"embedding_dim": 16, "hidden": [32], "aux_hidden": [8]}}
+TINY_STAR = {"name": "star", "params": TINY["star"]}
+# EMCDR's mapping loss uses parameters its scores do not: DDP must still synchronise them.
+TINY_EMCDR = {"name": "emcdr", "params": TINY["emcdr"]}
 
 
 def train_config(epochs=3, workers=1, models=(TINY_STAR,), protocols=("warm",), **train):
@@ -82,16 +85,15 @@ def test_killed_worker_resumes_from_checkpoint(prepared_run, tmp_path, monkeypat
 
 
 def test_two_workers_with_ddp_and_the_cli(prepared_run, tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", train_config(epochs=2, workers=2, models=(
-        TINY_STAR, {"name": "shared_bottom", "params": {"embedding_dim": 16}})))
+    cfg = write_config(tmp_path / "c.yaml", train_config(epochs=2, workers=2, models=(TINY_STAR, TINY_EMCDR)))
     code, out, err = run_cli("train", cfg, "--run-dir", str(prepared_run), "--force")
     assert code == 0, err
     lines = out.strip().splitlines()
     # Ray may print its workers' log lines to stdout too: find the table by its header.
     top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "variant", "protocol"])
     assert [line.split()[:4] for line in lines[top + 2:top + 4]] == [["star", "real", "warm", "0"],
-                                                                     ["shared_bottom", "real", "warm", "0"]]
-    metrics = json.loads((prepared_run / "models" / "shared_bottom" / "real" / "warm" / "seed-0" / "metrics.json").read_text())
+                                                                     ["emcdr", "real", "warm", "0"]]
+    metrics = json.loads((prepared_run / "models" / "emcdr" / "real" / "warm" / "seed-0" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["history"][-1]["valid_auc"] > 0.5
 
 
@@ -124,8 +126,7 @@ def test_cold_start_protocol_uses_its_own_rows_and_cases(prepared_run):
 
 
 def test_evaluate_scores_test_cases_per_domain(prepared_run, tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", train_config(epochs=2, workers=2, models=(
-        TINY_STAR, {"name": "shared_bottom", "params": {"embedding_dim": 16}})))
+    cfg = write_config(tmp_path / "c.yaml", train_config(epochs=2, workers=2, models=(TINY_STAR, TINY_EMCDR)))
     # The same training config as the DDP test: reused when that test ran first.
     assert run_cli("train", cfg, "--run-dir", str(prepared_run))[0] == 0
     code, out, err = run_cli("evaluate", cfg, "--run-dir", str(prepared_run))
@@ -134,7 +135,7 @@ def test_evaluate_scores_test_cases_per_domain(prepared_run, tmp_path):
     top = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "variant", "protocol"])
     table = [[c for i, c in enumerate(line.split()) if i in (0, 2, 4, 5)] for line in lines[top + 2:top + 6]]
     assert table == [["star", "warm", "Books", "rich"], ["star", "warm", "Music", "cold"],
-                     ["shared_bottom", "warm", "Books", "rich"], ["shared_bottom", "warm", "Music", "cold"]]
+                     ["emcdr", "warm", "Books", "rich"], ["emcdr", "warm", "Music", "cold"]]
     stats = json.loads((prepared_run / "prepared" / "stats.json").read_text())
     result = json.loads((prepared_run / "evaluation" / "star" / "real" / "warm" / "seed-0" / "metrics.json").read_text())
     for domain, m in result["domains"].items():
