@@ -19,13 +19,17 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def metric_bars(summary: pd.DataFrame, metric: str) -> bytes:
-    """One panel per protocol: the metric per domain (groups) and model-variant (bars), ± std."""
-    part = summary[summary["metric"] == metric]
+def _panel_per_protocol(part: pd.DataFrame):
+    """A figure with one panel per protocol, and (axis, protocol, that protocol's rows) for each."""
     protocols = sorted(part["protocol"].unique())
     fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
-    for ax, protocol in zip(axes[0], protocols):
-        rows = part[part["protocol"] == protocol]
+    return fig, axes, [(ax, p, part[part["protocol"] == p]) for ax, p in zip(axes[0], protocols)]
+
+
+def metric_bars(summary: pd.DataFrame, metric: str) -> bytes:
+    """One panel per protocol: the metric per domain (groups) and model-variant (bars), ± std."""
+    fig, axes, panels = _panel_per_protocol(summary[summary["metric"] == metric])
+    for ax, protocol, rows in panels:
         domains = list(dict.fromkeys(rows["domain"]))
         runs = sorted({(m, v) for m, v in zip(rows["model"], rows["variant"])})
         width = 0.8 / max(len(runs), 1)
@@ -58,11 +62,8 @@ def accuracy_vs_fairness(summary: pd.DataFrame, accuracy: str = "ndcg@10", fairn
 
 def training_curves(curves: pd.DataFrame, metric: str) -> bytes:
     """Validation metric per epoch, one line per run (seeds averaged), one panel per protocol."""
-    part = curves[curves["metric"] == metric]
-    protocols = sorted(part["protocol"].unique())
-    fig, axes = plt.subplots(1, len(protocols), figsize=(6 * len(protocols), 4), squeeze=False)
-    for ax, protocol in zip(axes[0], protocols):
-        rows = part[part["protocol"] == protocol]
+    fig, axes, panels = _panel_per_protocol(curves[curves["metric"] == metric])
+    for ax, protocol, rows in panels:
         for (model, variant), run in rows.groupby(["model", "variant"]):
             mean = run.groupby("epoch")["value"].mean()
             ax.plot(mean.index + 1, mean.values, marker="o", label=f"{model} ({variant})")
