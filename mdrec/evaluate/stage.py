@@ -35,12 +35,12 @@ from mdrec.data.schema import Protocol, Split
 from mdrec.errors import DataError
 from mdrec.evaluate import metrics
 from mdrec.experiment import RunKey, grid
-from mdrec.models import build_model
+from mdrec.models import Dims, build_model
 from mdrec.prepare.shards import unit_hash
 from mdrec.storage import RunDir
 from mdrec.train.examples import Candidates, pad_rows
-from mdrec.train.loop import score
 from mdrec.train.context import InteractionContext
+from mdrec.train.loop import score
 from mdrec.train.stage import load_context, read_dims
 
 Log = Callable[[str], None]
@@ -140,8 +140,8 @@ def _full_summary(run: int):
 
 
 def _score_cases(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, runs: list[tuple[str, dict, bytes]],
-                 context: InteractionContext, full_sample: dict[int, float] | None) -> pd.DataFrame:
-    dims, ranges = read_dims(run_dir)
+                 context: InteractionContext, dims: Dims, ranges: dict[int, tuple[int, int]],
+                 full_sample: dict[int, float] | None) -> pd.DataFrame:
     cases_path = run_dir.stage("prepared").location.join("cases")
     cases = ray.data.read_parquet(cases_path.path, filesystem=cases_path.fs).map_batches(
         _test_cases, batch_format="pandas", fn_kwargs=dict(protocol=protocol.value, full_sample=full_sample)
@@ -196,21 +196,23 @@ def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, key
     if not todo:
         return results
 
-    context = load_context(run_dir, protocol)
+    dims, ranges = read_dims(run_dir)
+    context = load_context(run_dir, protocol, dims)
     domains = run_dir.stage("prepared").location.join("domains.parquet").read_table().to_pandas()
     summaries = [trained.location.join("metrics.json").read_json() for _, trained, _, _ in todo]
     # Parameters as each committed model was trained, not as the config says now.
     runs = [(key.model, summary["params"], trained.location.join("model.pt").read_bytes())
             for (key, trained, _, _), summary in zip(todo, summaries)]
     started = time.perf_counter()
-    scored = _score_cases(cfg, run_dir, protocol, runs, context, None)
+    scored = _score_cases(cfg, run_dir, protocol, runs, context, dims, ranges, None)
     pass_seconds = time.perf_counter() - started
     if scored.empty:
         raise DataError(f"{run_dir.stage('prepared').location.uri}: no {protocol.value} test cases to evaluate")
     full, full_seconds = None, 0.0
     if cfg.evaluate.full_catalog:
         started = time.perf_counter()
-        full = _score_cases(cfg, run_dir, protocol, runs, context, _full_sample_rates(cfg, run_dir, protocol))
+        full = _score_cases(cfg, run_dir, protocol, runs, context, dims, ranges,
+                            _full_sample_rates(cfg, run_dir, protocol))
         full_seconds = time.perf_counter() - started
     log(f"evaluate {protocol.value}: {len(scored):,} test cases x {len(runs)} runs scored in {pass_seconds:.1f}s"
         + (f", full catalog {len(full):,} cases in {full_seconds:.1f}s" if full is not None else ""))

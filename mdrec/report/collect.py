@@ -9,7 +9,7 @@ from mdrec.storage import RunDir
 KEY = ["model", "variant", "protocol", "seed"]
 
 
-def _committed_metrics(run_dir: RunDir, stage: str) -> list[dict]:
+def committed_metrics(run_dir: RunDir, stage: str) -> list[dict]:
     """Every metrics.json under `<run-dir>/<stage>/` whose folder was committed."""
     root = run_dir.location.join(stage)
     found = []
@@ -20,10 +20,10 @@ def _committed_metrics(run_dir: RunDir, stage: str) -> list[dict]:
     return found
 
 
-def test_metrics(run_dir: RunDir) -> pd.DataFrame:
+def test_metrics(evaluations: list[dict]) -> pd.DataFrame:
     """Columns: model, variant, protocol, seed, domain, role, metric, value."""
     rows = []
-    for m in _committed_metrics(run_dir, "evaluation"):
+    for m in evaluations:
         for domain, values in m["domains"].items():
             for metric, value in values.items():
                 if metric != "role":
@@ -32,17 +32,17 @@ def test_metrics(run_dir: RunDir) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*KEY, "domain", "role", "metric", "value"])
 
 
-def timings(run_dir: RunDir) -> pd.DataFrame:
+def timings(evaluations: list[dict]) -> pd.DataFrame:
     """Per run: mean training epoch seconds and test scoring seconds."""
     rows = [{**{k: m[k] for k in KEY}, "epoch_seconds": m["train_epoch_seconds"], "score_seconds": m["score_seconds"]}
-            for m in _committed_metrics(run_dir, "evaluation")]
+            for m in evaluations]
     return pd.DataFrame(rows, columns=[*KEY, "epoch_seconds", "score_seconds"])
 
 
 def training_curves(run_dir: RunDir) -> pd.DataFrame:
     """Columns: model, variant, protocol, seed, epoch, metric (valid_*, loss), value."""
     rows = []
-    for m in _committed_metrics(run_dir, "models"):
+    for m in committed_metrics(run_dir, "models"):
         for h in m["history"]:
             for metric, value in h.items():
                 if metric == "loss" or metric.startswith("valid_"):

@@ -30,12 +30,13 @@ def _timing_table(timings) -> str:
 
 
 def build_report(run_dir: RunDir, log=lambda m: None) -> dict:
-    long = collect.test_metrics(run_dir)
+    evaluations = collect.committed_metrics(run_dir, "evaluation")  # read once: tables and timings
+    long = collect.test_metrics(evaluations)
     if long.empty:
         raise DataError(f"{run_dir.uri}: no committed evaluation to report (run `mdrec evaluate` first)")
     summary = tables.aggregate(long)
     curves = collect.training_curves(run_dir)
-    timings = collect.timings(run_dir)
+    timings = collect.timings(evaluations)
     fingerprint = hashlib.sha256(json.dumps([long.to_csv(index=False), curves.to_csv(index=False)]).encode()).hexdigest()
     stage = run_dir.stage("report")
     files = {name: plots.metric_bars(summary, metric) for name, metric in PLOTTED.items()

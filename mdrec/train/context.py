@@ -41,7 +41,7 @@ class InteractionContext:
         return cls(num_users, num_items, num_domains, offsets, item, domain, ts, user * stride + rank, times, stride)
 
     def __post_init__(self):
-        self._row_users = self.row_users()
+        self._row_users = np.repeat(np.arange(self.num_users, dtype=np.int64), np.diff(self.offsets))
 
     @property
     def pad_item(self) -> int:
@@ -49,7 +49,8 @@ class InteractionContext:
         return self.num_items
 
     def row_users(self) -> np.ndarray:
-        return np.repeat(np.arange(self.num_users, dtype=np.int64), np.diff(self.offsets))
+        """The user of each row."""
+        return self._row_users
 
     def history_ends(self, user: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Per query, one past its user's last row strictly before ts, or -1 when there is none.

@@ -50,10 +50,11 @@ class PreparedData:
     valid_ref: object = None  # object-store copies, shared by every run of the protocol
     context_ref: object = None
 
-    def share(self) -> "PreparedData":
+    def shared(self) -> tuple:
+        """Object-store refs of the validation cases and the context, put once."""
         if self.valid_ref is None:
             self.valid_ref, self.context_ref = ray.put(self.valid), ray.put(self.context)
-        return self
+        return self.valid_ref, self.context_ref
 
 
 def _prepared_record(run_dir: RunDir) -> dict:
@@ -137,6 +138,7 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
     dataset = ray.data.read_parquet(prepared.train_path, filesystem=prepared.fs).map_batches(
         _train_rows, batch_format="pandas", fn_kwargs=dict(protocol=key.protocol.value)
     )
+    valid_ref, context_ref = prepared.shared()
     storage = run_dir.location.join(".train")
     run_name = f"{key.model}-{key.variant}-{key.protocol.value}-{fp[:16]}"
     if force:
@@ -150,8 +152,8 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
             "label": key.label,
             "dims": prepared.dims,
             "item_ranges": prepared.item_ranges,
-            "valid": prepared.share().valid_ref,
-            "context": prepared.context_ref,
+            "valid": valid_ref,
+            "context": context_ref,
             "kill_once": os.environ.get(KILL_ONCE_ENV),  # tests only: see worker._maybe_die
         },
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
@@ -211,7 +213,7 @@ def run_train(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Lo
         build_model(spec.name, spec.params, dims)
     results: dict[RunKey, dict] = {}
     for protocol in cfg.train.protocols:
-        prepared = load_prepared(run_dir, protocol).share()
+        prepared = load_prepared(run_dir, protocol)
         for key in (k for k in grid(cfg) if k.protocol == protocol):
             results[key] = train_model(cfg, run_dir, prepared, specs[key.model], key, force=force, log=log)
     return results
