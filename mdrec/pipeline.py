@@ -30,6 +30,15 @@ def _train(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
     return results
 
 
+def _generate(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
+    from mdrec.generate.stage import run_generate
+    from mdrec.generate.summary import generate_table
+
+    report = run_generate(cfg, run_dir, force=force, log=log)
+    click.echo(generate_table(report))
+    return report
+
+
 def _evaluate(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
     from mdrec.evaluate.stage import run_evaluate
     from mdrec.evaluate.summary import evaluation_table
@@ -45,20 +54,26 @@ def _report(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
     return build_report(run_dir, log=log)
 
 
-# Stage name -> runner, in pipeline order. Later stages (generate, filter) join this table as
-# they are built.
+# Stage name -> runner.
 STAGES: dict[str, Callable] = {
     "prepare": _prepare,
+    "generate": _generate,
     "train": _train,
     "evaluate": _evaluate,
     "report": _report,
 }
+# What `mdrec run` does, in order. `generate` joins it once training reads synthetic rows (with
+# the filter stage); until then it runs on its own through `mdrec generate`.
+RUN_ORDER = ["prepare", "train", "evaluate", "report"]
 
 
-def run_stages(cfg: MdrecConfig, run_dir: RunDir, names: list[str], *, force: bool = False, log: Log = print) -> dict:
+def run_stages(cfg: MdrecConfig, run_dir: RunDir, names: list[str], *, force: bool = False,
+               force_only: list[str] | None = None, log: Log = print) -> dict:
+    """Run `names` in order; `force` redoes them all, or only those in `force_only` when given."""
     results = {}
     for name in names:
         if name not in STAGES:
             raise ValueError(f"unknown stage {name!r}")
-        results[name] = STAGES[name](cfg, run_dir, force, log)
+        redo = force and (force_only is None or name in force_only)
+        results[name] = STAGES[name](cfg, run_dir, redo, log)
     return results

@@ -1,0 +1,53 @@
+"""Strict parsing of an LLM's `choose` answer. Its output is untrusted input.
+
+The only accepted shape is a JSON object `{"items": [n, ...]}` of integers naming positions
+1..C in the numbered candidate list. Anything else is counted under a reason and never raises;
+what survives is a list of candidate positions, so no answer can name an item outside the list.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+
+
+class Problem(str, enum.Enum):
+    empty_answer = "empty_answer"  # the model wrote nothing (or only whitespace)
+    unparseable = "unparseable"  # not JSON, or not {"items": [integers]}
+    no_items = "no_items"  # a valid answer with an empty list
+    out_of_range = "out_of_range"  # a number that names no candidate (dropped)
+    repeat = "repeat"  # a number given twice (the repeat is dropped)
+    too_many = "too_many"  # more numbers than allowed (the rest are dropped)
+    prompt_truncated = "prompt_truncated"  # the history was cut to fit max_model_len
+    prompt_too_long = "prompt_too_long"  # even without history the prompt does not fit: skipped
+    engine_error = "engine_error"  # the engine failed on this prompt: skipped
+
+
+def parse_choice(text: str | None, num_candidates: int, limit: int) -> tuple[list[int], list[str]]:
+    """0-based candidate positions in answer order, and the problems found."""
+    if text is None or not text.strip():
+        return [], [Problem.empty_answer.value]
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError):
+        return [], [Problem.unparseable.value]
+    if not isinstance(answer, dict) or not isinstance(answer.get("items"), list):
+        return [], [Problem.unparseable.value]
+    numbers = answer["items"]
+    # bool is an int in Python; true/false are not numbers here.
+    if any(isinstance(n, bool) or not isinstance(n, int) for n in numbers):
+        return [], [Problem.unparseable.value]
+    if not numbers:
+        return [], [Problem.no_items.value]
+    problems: set[str] = set()
+    positions: list[int] = []
+    for n in numbers:
+        if not 1 <= n <= num_candidates:
+            problems.add(Problem.out_of_range.value)
+        elif n - 1 in positions:
+            problems.add(Problem.repeat.value)
+        elif len(positions) >= limit:
+            problems.add(Problem.too_many.value)
+        else:
+            positions.append(n - 1)
+    return positions, sorted(problems)

@@ -1,0 +1,73 @@
+"""The backend contract: a batch of user contexts in, candidates ranked with scores out.
+
+Every backend is a Ray Data stage over the contexts dataset (see `mdrec.generate.contexts`)
+that returns one row per context with RESULT_SCHEMA. `chosen` only ever holds items of that
+context's `candidates`: backends choose or rank positions in the candidate list, and positions
+are mapped back to item indices here, so nothing a model writes can name another item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+RESULT_SCHEMA = pa.schema([
+    ("context_id", pa.int64()), ("shard", pa.int64()), ("protocol", pa.string()), ("user_idx", pa.int64()),
+    ("target_idx", pa.int64()),
+    ("chosen", pa.list_(pa.int64())),  # item_idx, best first, each one of the context's candidates
+    ("scores", pa.list_(pa.float64())),  # the backend's score of each chosen item
+    ("problems", pa.list_(pa.string())),  # reasons this context's answer was (partly) unusable
+    ("prompt_sha", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("generated_tokens", pa.int64()),
+])
+
+PASSTHROUGH = ["context_id", "shard", "protocol", "user_idx", "target_idx"]
+
+
+def context_sha(history_items, candidates) -> str:
+    """The provenance key of a non-LLM backend's input (an LLM backend hashes its prompt text)."""
+    text = json.dumps({"history": list(map(int, history_items)), "candidates": list(map(int, candidates))})
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def text_sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ranked_results(batch: pa.Table, scores: list[np.ndarray], limit: int, *, shas: list[str] | None = None,
+                   problems: list[list[str]] | None = None, prompt_tokens=None, generated_tokens=None) -> pa.Table:
+    """Results of score-type backends: each context's candidates ordered by score, best `limit` kept.
+
+    Ties keep the candidate order, which is a seeded shuffle: no bias toward retrieval rank.
+    """
+    candidates = batch["candidates"].to_pylist()
+    chosen, kept_scores = [], []
+    for cands, s in zip(candidates, scores):
+        s = np.asarray(s, dtype=np.float64)
+        finite = np.isfinite(s)
+        order = [i for i in np.argsort(-np.where(finite, s, -np.inf), kind="stable") if finite[i]][:limit]
+        chosen.append([int(cands[i]) for i in order])
+        kept_scores.append([float(s[i]) for i in order])
+    n = batch.num_rows
+    if shas is None:
+        shas = [context_sha(h, c) for h, c in zip(batch["history_items"].to_pylist(), candidates)]
+    return result_table(batch, chosen, kept_scores, problems or [[] for _ in range(n)], shas,
+                        prompt_tokens if prompt_tokens is not None else [0] * n,
+                        generated_tokens if generated_tokens is not None else [0] * n)
+
+
+def result_table(batch: pa.Table, chosen, scores, problems, shas, prompt_tokens, generated_tokens) -> pa.Table:
+    columns = {c: batch[c] for c in PASSTHROUGH}
+    columns.update(chosen=pa.array(chosen, pa.list_(pa.int64())), scores=pa.array(scores, pa.list_(pa.float64())),
+                   problems=pa.array(problems, pa.list_(pa.string())), prompt_sha=pa.array(shas, pa.string()),
+                   prompt_tokens=pa.array(prompt_tokens, pa.int64()),
+                   generated_tokens=pa.array(generated_tokens, pa.int64()))
+    return pa.table(columns, schema=RESULT_SCHEMA)
+
+
+ApplyFn = Callable[["ray.data.Dataset"], "ray.data.Dataset"]  # noqa: F821

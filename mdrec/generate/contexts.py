@@ -1,0 +1,177 @@
+"""User contexts: what a backend sees about one user and one target domain.
+
+A context holds the user's `history_per_domain` most recent visible items of every domain, mixed
+in time order (the LLM-Rec "user as a sentence of titles"), and the target-domain candidates.
+Contexts are built per batch of user histories on Ray Data tasks; the shared pieces (titles,
+candidate pools, embeddings) come from the object store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from mdrec.config import CandidatesConfig
+from mdrec.data.schema import Protocol
+from mdrec.generate.candidates import TargetCatalog, retrieve
+from mdrec.generate.histories import FlatHistories
+from mdrec.prepare.shards import stable_hash, unit_hash
+
+import pandas as pd
+
+
+@dataclass
+class SelectionRule:
+    max_target_interactions: int
+    min_source_interactions: int
+
+
+@dataclass
+class ContextPlan:
+    """Everything a context-building task needs, put in the object store once."""
+
+    seed: int
+    protocols: list[Protocol]
+    targets: list[int]  # domain_idx of each target
+    domain_names: list[str]
+    rule: SelectionRule
+    history_per_domain: int
+    candidates: CandidatesConfig
+    titles: np.ndarray  # item_idx -> title (object; None when untitled)
+    embeddings: np.ndarray | None  # item_idx -> unit vector
+    catalogs: dict[tuple[str, int], TargetCatalog] = field(default_factory=dict)  # (protocol, target) -> pool
+    thresholds: dict[tuple[str, int], float] = field(default_factory=dict)  # selection hash below this
+    num_shards: int = 1
+
+    @property
+    def num_domains(self) -> int:
+        return len(self.domain_names)
+
+
+def protocol_index(protocol: Protocol) -> int:
+    return list(Protocol).index(protocol)
+
+
+def selection_hash(user_idx: np.ndarray, seed: int, protocol: Protocol, target: int) -> np.ndarray:
+    """Uniform [0, 1) per user: users below a threshold are the seeded sample that fits the budget."""
+    return unit_hash(pd.Series(user_idx).astype(str), f"generate-{seed}-{protocol.value}-{target}")
+
+
+def shard_of_user(user_idx: np.ndarray, num_shards: int) -> np.ndarray:
+    return (stable_hash(pd.Series(user_idx).astype(str), "generate-shard") % np.uint64(num_shards)).astype(np.int64)
+
+
+def context_id(user_idx, target_idx, protocol_idx, num_domains: int):
+    return (np.asarray(user_idx, dtype=np.int64) * num_domains + target_idx) * len(Protocol) + protocol_idx
+
+
+def eligible(fh: FlatHistories, plan: ContextPlan, target: int) -> np.ndarray:
+    counts = fh.counts(plan.num_domains)
+    in_target = counts[:, target]
+    elsewhere = counts.sum(axis=1) - in_target
+    return (in_target <= plan.rule.max_target_interactions) & (elsewhere >= plan.rule.min_source_interactions)
+
+
+HISTOGRAM_BINS = 4096
+
+
+def selection_histograms(batch: pa.Table, *, plan) -> pa.Table:
+    """Per (protocol, target): how many eligible users fall in each bin of the selection hash."""
+    import ray
+
+    plan = ray.get(plan) if isinstance(plan, ray.ObjectRef) else plan
+    rows = {"protocol": [], "target": [], "bins": []}
+    for protocol in plan.protocols:
+        fh = FlatHistories(batch, protocol)
+        for target in plan.targets:
+            ok = eligible(fh, plan, target)
+            h = selection_hash(fh.user_idx[ok], plan.seed, protocol, target)
+            rows["protocol"].append(protocol.value)
+            rows["target"].append(target)
+            rows["bins"].append(np.bincount((h * HISTOGRAM_BINS).astype(np.int64), minlength=HISTOGRAM_BINS))
+    return pa.table({"protocol": rows["protocol"], "target": rows["target"],
+                     "bins": pa.array([b.tolist() for b in rows["bins"]], pa.list_(pa.int64()))})
+
+
+def threshold_for(bins: np.ndarray, limit: int | None) -> tuple[float, int, int]:
+    """The largest bin edge whose users fit the limit: (threshold, selected, eligible)."""
+    total = int(bins.sum())
+    if limit is None or total <= limit:
+        return 1.0, total, total
+    cum = np.cumsum(bins)
+    edge = int(np.searchsorted(cum, limit, side="right"))  # bins [0, edge) fit
+    return edge / HISTOGRAM_BINS, int(cum[edge - 1]) if edge else 0, total
+
+
+CONTEXT_SCHEMA = pa.schema([
+    ("context_id", pa.int64()), ("shard", pa.int64()), ("protocol", pa.string()), ("user_idx", pa.int64()),
+    ("target_idx", pa.int64()), ("target", pa.string()),
+    ("history_items", pa.list_(pa.int64())), ("history_titles", pa.list_(pa.string())),
+    ("history_domains", pa.list_(pa.string())), ("history_domain_idx", pa.list_(pa.int64())),
+    ("candidates", pa.list_(pa.int64())), ("candidate_titles", pa.list_(pa.string())),
+    ("candidate_popularity", pa.list_(pa.int64())),
+])
+
+
+def build_contexts(batch: pa.Table, *, plan, skip_shards: list[int]) -> pa.Table:
+    """Contexts of the selected users in one batch of histories (shards already written skipped)."""
+    import ray
+
+    plan = ray.get(plan) if isinstance(plan, ray.ObjectRef) else plan
+    cols: dict[str, list] = {name: [] for name in CONTEXT_SCHEMA.names}
+    shards = shard_of_user(batch["user_idx"].to_numpy(), plan.num_shards)
+    pending = ~np.isin(shards, np.asarray(skip_shards, dtype=np.int64))
+    for protocol in plan.protocols:
+        fh = FlatHistories(batch, protocol)
+        recent = fh.recent_mask(plan.history_per_domain)
+        for target in plan.targets:
+            ok = eligible(fh, plan, target) & pending
+            ok[ok] = selection_hash(fh.user_idx[ok], plan.seed, protocol, target) < plan.thresholds[(protocol.value, target)]
+            rows = np.flatnonzero(ok)
+            if not len(rows):
+                continue
+            _append(cols, plan, fh, recent, rows, shards, protocol, target)
+    return pa.table(cols, schema=CONTEXT_SCHEMA)
+
+
+def _append(cols, plan: ContextPlan, fh: FlatHistories, recent: np.ndarray, rows: np.ndarray, shards: np.ndarray,
+            protocol: Protocol, target: int) -> None:
+    catalog = plan.catalogs[(protocol.value, target)]
+    # Row ranges of each user in the flattened (time-ordered) arrays.
+    starts = np.searchsorted(fh.parent, rows, side="left")
+    ends = np.searchsorted(fh.parent, rows, side="right")
+    histories, seen = [], []
+    for s, e in zip(starts, ends):
+        keep = np.arange(s, e)[recent[s:e]]
+        histories.append(keep)
+        in_target = np.arange(s, e)[fh.domains[s:e] == target]
+        seen.append(fh.items[in_target])
+    query = None
+    if plan.embeddings is not None:
+        query = np.stack([plan.embeddings[fh.items[h]].mean(axis=0) if len(h) else np.zeros(plan.embeddings.shape[1], np.float32)
+                          for h in histories])
+        norms = np.linalg.norm(query, axis=1, keepdims=True)
+        query = query / np.where(norms > 0, norms, 1.0)
+    users = fh.user_idx[rows]
+    p_idx = protocol_index(protocol)
+    candidates = retrieve(catalog, query, seen, users, plan.candidates, plan.seed, p_idx)
+    popularity = dict(zip(catalog.items.tolist(), catalog.popularity.tolist()))
+    for i, user in enumerate(users):
+        if not len(candidates[i]):
+            continue
+        h = histories[i]
+        cols["context_id"].append(int(context_id(user, target, p_idx, plan.num_domains)))
+        cols["shard"].append(int(shards[rows[i]]))
+        cols["protocol"].append(protocol.value)
+        cols["user_idx"].append(int(user))
+        cols["target_idx"].append(target)
+        cols["target"].append(plan.domain_names[target])
+        cols["history_items"].append(fh.items[h].tolist())
+        cols["history_titles"].append([plan.titles[j] for j in fh.items[h]])
+        cols["history_domains"].append([plan.domain_names[d] for d in fh.domains[h]])
+        cols["history_domain_idx"].append(fh.domains[h].tolist())
+        cols["candidates"].append(candidates[i].tolist())
+        cols["candidate_titles"].append([plan.titles[j] for j in candidates[i]])
+        cols["candidate_popularity"].append([popularity[j] for j in candidates[i].tolist()])

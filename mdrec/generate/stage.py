@@ -1,0 +1,383 @@
+"""The `generate` stage: orchestration, budget, shards and the report.
+
+1. histories: one row per user from `prepared/train` (Ray Data groupby, materialized);
+2. selection: per (protocol, target), eligible users are counted in a histogram of their seeded
+   hash, and the driver picks the hash threshold that keeps the user count within budget
+   (`budget.ratio` of the domain's real rows, `budget.per_user` rows each, `users.max_users`);
+3. contexts (Ray Data tasks) for the selected users of the shards not yet written;
+4. the backend's Ray Data stage scores or chooses candidates (actors; vLLM engines);
+5. results stream back; each shard is written whole as soon as all its contexts are back;
+6. when every shard exists, they are committed as `synthetic/raw/` and the report is written.
+
+Only counts, the catalog and results in flight pass through the driver; user histories and
+contexts stay in Ray's object store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from collections import Counter, defaultdict
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import ray
+import ray.data
+
+from mdrec.config import MdrecConfig, Role, SemanticBackendConfig
+from mdrec.data.schema import Protocol
+from mdrec.errors import ConfigError, DataError
+from mdrec.generate.backends import BackendInputs, build_backend
+from mdrec.generate.candidates import TargetCatalog
+from mdrec.generate.contexts import (ContextPlan, SelectionRule, build_contexts, selection_histograms,
+                                     threshold_for)
+from mdrec.generate.histories import build_histories
+from mdrec.generate.shard_store import ShardStore
+from mdrec.storage import RunDir
+
+Log = Callable[[str], None]
+STAGE = "synthetic/raw"
+REPORT = "synthetic/generate_report.json"
+FORMAT = 1  # bump when the output changes meaning: old outputs are redone
+
+SYNTHETIC_SCHEMA = pa.schema([
+    ("user_id", pa.string()), ("item_id", pa.string()), ("domain", pa.string()),
+    ("score", pa.float64()), ("rank", pa.int32()),
+    ("backend", pa.string()), ("model", pa.string()), ("prompt_sha", pa.string()),
+    ("protocol", pa.string()), ("user_idx", pa.int64()), ("item_idx", pa.int64()), ("domain_idx", pa.int64()),
+])
+
+
+# --------------------------------------------------------------------------- what the config asks
+
+
+def resolve_protocols(cfg: MdrecConfig) -> list[Protocol]:
+    return list(cfg.generate.protocols or cfg.train.protocols)
+
+
+def resolve_targets(cfg: MdrecConfig, domains: pd.DataFrame) -> list[int]:
+    names = list(domains["domain"])
+    if cfg.generate.targets is not None:
+        for d in cfg.generate.targets:
+            if d not in names:
+                raise ConfigError(f"generate.targets: unknown domain '{d}' (domains: {', '.join(names)})")
+        return [names.index(d) for d in cfg.generate.targets]
+    cold = [int(i) for i, role in zip(domains["domain_idx"], domains["role"]) if role == Role.cold.value]
+    if not cold:
+        raise ConfigError("generate.targets: no domain has the cold role; name the target domains")
+    return cold
+
+
+def needs_encoder(cfg: MdrecConfig) -> bool:
+    return cfg.generate.candidates.size > cfg.generate.candidates.popular or isinstance(
+        cfg.generate.backend, SemanticBackendConfig)
+
+
+def fingerprint(cfg: MdrecConfig, prepared_fp: str) -> str:
+    # Output depends on these; not on how many actors run or how batches are cut.
+    resources = {"num_actors", "cpus_per_actor", "gpus_per_actor", "resources", "batch_size", "env"}
+    payload = {
+        "format": FORMAT, "prepared": prepared_fp, "seed": cfg.seed,
+        "protocols": [p.value for p in resolve_protocols(cfg)],
+        "generate": cfg.generate.model_dump(mode="json", exclude={"backend": resources,
+                                                                  "encoder": {"batch_size", "num_actors", "cpus_per_actor"}}),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- driver-side tallies
+
+
+def _item_counts(batch: pd.DataFrame) -> pd.DataFrame:
+    return batch.groupby(["item_idx", "held_out"]).size().rename("n").reset_index()
+
+
+def item_counts(train_loc) -> pd.DataFrame:
+    """Training interactions per (item, held_out): map-side tallies, summed here (catalog-sized)."""
+    parts = ray.data.read_parquet(train_loc.path, filesystem=train_loc.fs, columns=["item_idx", "held_out"]).map_batches(
+        _item_counts, batch_format="pandas").to_pandas()
+    return parts.groupby(["item_idx", "held_out"])["n"].sum().reset_index()
+
+
+def _catalogs(items: pd.DataFrame, counts: pd.DataFrame, protocols, targets, ranges, embeddings, pool: int):
+    catalogs, real = {}, {}
+    titled = items["title"].notna().to_numpy() & (items["title"].fillna("").str.len() > 0).to_numpy()
+    for protocol in protocols:
+        rows = counts if protocol is Protocol.warm else counts[~counts["held_out"]]
+        per_item = np.bincount(rows["item_idx"], weights=rows["n"], minlength=len(items)).astype(np.int64)
+        for t in targets:
+            start, end = ranges[t]
+            idx = np.arange(start, end)[titled[start:end]]
+            real[(protocol.value, t)] = int(per_item[start:end].sum())
+            catalogs[(protocol.value, t)] = TargetCatalog(
+                t, idx, per_item[idx], embeddings[idx] if embeddings is not None else None).with_pool(pool)
+    return catalogs, real
+
+
+def _histogram_totals(histories: ray.data.Dataset, plan_ref) -> dict[tuple[str, int], np.ndarray]:
+    parts = histories.map_batches(selection_histograms, batch_format="pyarrow", fn_kwargs=dict(plan=plan_ref))
+    totals: dict = {}
+    for batch in parts.iter_batches(batch_format="pyarrow", batch_size=None):
+        for p, t, bins in zip(batch["protocol"].to_pylist(), batch["target"].to_pylist(), batch["bins"].to_pylist()):
+            totals[(p, t)] = totals.get((p, t), 0) + np.asarray(bins, dtype=np.int64)
+    return totals
+
+
+def _shard_counts(batch: pa.Table) -> pa.Table:
+    s, n = np.unique(batch["shard"].to_numpy(), return_counts=True)
+    return pa.table({"shard": s, "n": n})
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Log = lambda m: None) -> dict:
+    prepared = run_dir.stage("prepared")
+    record = prepared.commit_record()
+    if record is None:
+        raise DataError(f"{prepared.location.uri}: not prepared yet (run `mdrec prepare` first)")
+    stage = run_dir.stage(STAGE)
+    fp = fingerprint(cfg, record["fingerprint"])
+    report_loc = run_dir.file(REPORT)
+    if not force and stage.is_current(fp):
+        report = stage.commit_record()["report"]
+        if not report_loc.exists():
+            report_loc.write_json(report)
+        log(f"generate: reusing committed output in {stage.location.uri}")
+        return report
+    from mdrec.ray_session import ensure_ray
+
+    ensure_ray(cfg.ray)
+    g = cfg.generate
+    started = time.perf_counter()
+    loc = prepared.location
+    items = loc.join("items.parquet").read_table().to_pandas()
+    domains = loc.join("domains.parquet").read_table().to_pandas()
+    ranges = {int(r.domain_idx): (int(r.item_idx_start), int(r.item_idx_end)) for r in domains.itertuples()}
+    protocols, targets = resolve_protocols(cfg), resolve_targets(cfg, domains)
+    store = ShardStore(run_dir.file(".generate", fp[:16]))
+    if force:
+        store.location.delete()
+    work_started = time.perf_counter()
+
+    # 1. histories and counts
+    from mdrec.ray_session import cluster_cpus
+
+    histories = build_histories(loc.join("train"), parts=max(2, 2 * cluster_cpus()))
+    counts = item_counts(loc.join("train"))
+
+    # 2. item embeddings (cached beside the shards: the expensive part of a restart)
+    embeddings = _embeddings(cfg, items, store, log) if needs_encoder(cfg) else None
+    catalogs, real = _catalogs(items, counts, protocols, targets, ranges, embeddings, g.candidates.popular_pool)
+    plan = ContextPlan(
+        seed=cfg.seed, protocols=protocols, targets=targets, domain_names=list(domains["domain"]),
+        rule=SelectionRule(g.users.max_target_interactions, g.users.min_source_interactions),
+        history_per_domain=g.context.history_per_domain, candidates=g.candidates,
+        titles=np.array([t if isinstance(t, str) and t else None for t in items["title"]], dtype=object), embeddings=embeddings, catalogs=catalogs,
+    )
+
+    # 3. selection within budget
+    histograms = _histogram_totals(histories, ray.put(plan))
+    budget = {}
+    for key, bins in histograms.items():
+        cap = int(math.floor(g.budget.ratio * real[key]))
+        limit = cap // g.budget.per_user
+        if g.users.max_users is not None:
+            limit = min(limit, g.users.max_users)
+        threshold, selected, eligible = threshold_for(bins, limit)
+        plan.thresholds[key] = threshold
+        budget[key] = {"protocol": key[0], "target": plan.domain_names[key[1]], "real_interactions": real[key],
+                       "cap": cap, "per_user": g.budget.per_user, "eligible_users": eligible,
+                       "selected_users": selected}
+        log(f"generate: {key[0]} {plan.domain_names[key[1]]}: {eligible:,} eligible users, {selected:,} selected "
+            f"(cap {cap:,} = {g.budget.ratio:g} x {real[key]:,} real rows, {g.budget.per_user} per user)")
+    plan.num_shards = max(1, math.ceil(sum(b["selected_users"] for b in budget.values()) / g.users_per_shard))
+    plan_ref = ray.put(plan)
+
+    # 4. contexts of the shards still to do
+    done = store.done()
+    if done:
+        log(f"generate: resuming, {len(done)}/{plan.num_shards} shards already written")
+    contexts = histories.map_batches(build_contexts, batch_format="pyarrow",
+                                     fn_kwargs=dict(plan=plan_ref, skip_shards=sorted(done))).materialize()
+    expected = {int(s): int(n) for s, n in zip(*_sum_counts(contexts))}
+    user_ids = loc.join("users.parquet").read_table().column("user_id").to_numpy(zero_copy_only=False)
+    writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, user_ids, log)
+    for shard in range(plan.num_shards):
+        if shard not in done and shard not in expected:
+            writer.write(shard, [], "")  # no selected user hashed here: an empty shard, still 'done'
+
+    # 5. the backend
+    timings = {}
+    backend_started = time.perf_counter()
+    model_name, details = "", {}
+    if expected:
+        built = build_backend(BackendInputs(cfg, histories, embeddings, len(items), ranges, len(domains),
+                                            protocols, targets, log))
+        model_name, details = built.model_name, built.details
+        writer.model = model_name
+        writer.stream(built.apply(contexts), expected)
+    timings["backend_seconds"] = round(time.perf_counter() - backend_started, 2)
+    missing = set(range(plan.num_shards)) - store.done()
+    if missing:
+        raise DataError(f"generate: shards {sorted(missing)[:10]} produced no output (backend lost results)")
+
+    # 6. commit and report
+    report = _report(cfg, store, plan, budget, details, writer, done, timings, time.perf_counter() - work_started)
+    with stage.writing(fp, meta={"report": report}) as out:
+        for f in store.files():
+            f.fs.copy_file(f.path, out.join(f.path.rsplit("/", 1)[-1]).path)
+    report_loc.write_json(report)
+    store.location.delete()
+    log(f"generate: committed {report['rows']:,} synthetic interactions to {stage.location.uri} in "
+        f"{time.perf_counter() - started:.1f}s")
+    return report
+
+
+def _sum_counts(contexts: ray.data.Dataset):
+    parts = contexts.map_batches(_shard_counts, batch_format="pyarrow").to_pandas()
+    if parts.empty:
+        return [], []
+    total = parts.groupby("shard")["n"].sum()
+    return total.index.to_numpy(), total.to_numpy()
+
+
+def _embeddings(cfg: MdrecConfig, items: pd.DataFrame, store: ShardStore, log: Log) -> np.ndarray:
+    enc = cfg.generate.encoder
+    cache = store.location.join("_cache", f"item-embeddings-{hashlib.sha256(enc.model.encode()).hexdigest()[:8]}.npy")
+    if cache.exists():
+        return np.load(io.BytesIO(cache.read_bytes()), allow_pickle=False)
+    from mdrec.generate.encoder import embed_titles
+
+    t0 = time.perf_counter()
+    emb = embed_titles(items, enc.model, enc.batch_size, enc.num_actors, enc.cpus_per_actor)
+    log(f"generate: encoded {int((np.abs(emb).sum(axis=1) > 0).sum()):,} item titles with {enc.model} in "
+        f"{time.perf_counter() - t0:.1f}s")
+    buf = io.BytesIO()
+    np.save(buf, emb, allow_pickle=False)
+    cache.write_bytes(buf.getvalue())
+    return emb
+
+
+class _ShardWriter:
+    """Collects streamed results per shard and writes each shard once all its contexts are back."""
+
+    def __init__(self, store: ShardStore, plan: ContextPlan, per_user: int, backend: str, items: pd.DataFrame,
+                 user_ids: np.ndarray, log: Log):
+        self.store, self.plan, self.per_user, self.backend, self.log = store, plan, per_user, backend, log
+        self.item_ids = items["item_id"].to_numpy(object)
+        self.user_ids = user_ids
+        self.model = ""
+        self.buffers: dict[int, dict[int, dict]] = defaultdict(dict)
+        self.written = 0
+        self.contexts = 0
+        self.last_log = time.perf_counter()
+        self.started = time.perf_counter()
+
+    def stream(self, results: ray.data.Dataset, expected: dict[int, int]) -> None:
+        total = len(expected)
+        for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
+            for row in batch.to_pylist():
+                # Keyed by context: a retried task can never add a row twice.
+                self.buffers[row["shard"]][row["context_id"]] = row
+            for shard in [s for s, rows in self.buffers.items() if len(rows) >= expected.get(s, 0)]:
+                rows = self.buffers.pop(shard)
+                self.write(shard, list(rows.values()), self.model)
+                self.contexts += len(rows)
+                self._progress(total)
+
+    def _progress(self, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.last_log >= 5 or self.written == total:
+            rate = self.contexts / max(now - self.started, 1e-9)
+            self.log(f"generate: {self.written}/{total} shards written, {self.contexts:,} user contexts, {rate:,.1f} users/s")
+            self.last_log = now
+
+    def write(self, shard: int, results: list[dict], model: str) -> None:
+        cols: dict[str, list] = {name: [] for name in SYNTHETIC_SCHEMA.names}
+        problems: Counter = Counter()
+        answers_with_problems, tokens_in, tokens_out = 0, 0, 0
+        for r in sorted(results, key=lambda r: r["context_id"]):
+            problems.update(r["problems"])
+            answers_with_problems += bool(r["problems"])
+            tokens_in += r["prompt_tokens"]
+            tokens_out += r["generated_tokens"]
+            for rank, (item, score) in enumerate(zip(r["chosen"][: self.per_user], r["scores"]), start=1):
+                cols["user_id"].append(self.user_ids[r["user_idx"]])
+                cols["item_id"].append(self.item_ids[item])
+                cols["domain"].append(self.plan.domain_names[r["target_idx"]])
+                cols["score"].append(score)
+                cols["rank"].append(rank)
+                cols["backend"].append(self.backend)
+                cols["model"].append(model)
+                cols["prompt_sha"].append(r["prompt_sha"])
+                cols["protocol"].append(r["protocol"])
+                cols["user_idx"].append(r["user_idx"])
+                cols["item_idx"].append(item)
+                cols["domain_idx"].append(r["target_idx"])
+        per_key = Counter((r["protocol"], r["target_idx"]) for r in results)
+        meta = {"contexts": len(results), "problems": dict(problems), "answers_with_problems": answers_with_problems,
+                "prompt_tokens": tokens_in, "generated_tokens": tokens_out,
+                "contexts_by_key": {f"{p}/{t}": n for (p, t), n in per_key.items()}}
+        self.store.write(shard, pa.table(cols, schema=SYNTHETIC_SCHEMA), meta)
+        self.written += 1
+        _hang_for_tests(self.written)
+
+
+HANG_ENV = "MDREC_TEST_GENERATE_HANG_AFTER_SHARDS"
+
+
+def _hang_for_tests(written: int) -> None:
+    """Tests kill the process here, between two shard writes, to check resume (never set otherwise)."""
+    after = os.environ.get(HANG_ENV)
+    if after and written >= int(after):
+        print(f"generate: test hook: hanging after {written} shards", flush=True)
+        time.sleep(3600)
+
+
+def _report(cfg, store: ShardStore, plan: ContextPlan, budget: dict, details: dict, writer: _ShardWriter,
+            resumed: set[int], timings: dict, seconds: float) -> dict:
+    problems: Counter = Counter()
+    contexts = with_problems = tokens_in = tokens_out = 0
+    per_key: Counter = Counter()
+    for shard in sorted(store.done()):
+        meta = store.meta(shard)
+        problems.update(meta["problems"])
+        contexts += meta["contexts"]
+        with_problems += meta["answers_with_problems"]
+        tokens_in += meta["prompt_tokens"]
+        tokens_out += meta["generated_tokens"]
+        per_key.update(meta["contexts_by_key"])
+    rows = store.location.read_table(columns=["protocol", "domain_idx"]) if contexts else None
+    written = Counter()
+    if rows is not None and rows.num_rows:
+        df = rows.to_pandas()
+        written.update({f"{p}/{t}": int(n) for (p, t), n in df.groupby(["protocol", "domain_idx"]).size().items()})
+    targets = []
+    for (p, t), b in budget.items():
+        key = f"{p}/{t}"
+        targets.append({**b, "contexts": per_key.get(key, 0), "rows": written.get(key, 0),
+                        "within_budget": written.get(key, 0) <= b["cap"]})
+    this_run = writer.contexts
+    return {
+        "backend": cfg.generate.backend.type,
+        "model": writer.model or None,
+        "protocols": [p.value for p in plan.protocols],
+        "targets": targets,
+        "rows": sum(written.values()),
+        "contexts": contexts,
+        "answers_with_problems": with_problems,
+        "problems": dict(sorted(problems.items())),
+        "prompt_tokens": tokens_in,
+        "generated_tokens": tokens_out,
+        "shards": {"total": plan.num_shards, "resumed": len(resumed), "written_now": writer.written},
+        "backend_details": details,
+        "timings": {**timings, "seconds": round(seconds, 2),
+                    "users_per_second": round(this_run / timings["backend_seconds"], 2) if timings.get("backend_seconds") else None},
+    }

@@ -1,0 +1,133 @@
+"""The pieces of generation that need no Ray: answer parsing, selection, histories, candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mdrec.config import CandidatesConfig
+from mdrec.data.schema import Protocol
+from mdrec.generate.backends.answers import parse_choice
+from mdrec.generate.candidates import TargetCatalog, retrieve
+from mdrec.generate.contexts import HISTOGRAM_BINS, threshold_for
+from mdrec.generate.histories import FlatHistories, user_histories_of
+
+# ----------------------------------------------------------------------------- answers
+
+
+@pytest.mark.parametrize(
+    "text, positions, problems",
+    [
+        ('{"items": [3, 1]}', [2, 0], []),
+        ("", [], ["empty_answer"]),
+        ("   \n", [], ["empty_answer"]),
+        (None, [], ["empty_answer"]),
+        ("I think 3 and 1", [], ["unparseable"]),
+        ('{"items": [3, 1]', [], ["unparseable"]),  # cut off by max_tokens
+        ('[3, 1]', [], ["unparseable"]),
+        ('{"items": "3"}', [], ["unparseable"]),
+        ('{"items": [3.5]}', [], ["unparseable"]),
+        ('{"items": [true]}', [], ["unparseable"]),
+        ('{"items": []}', [], ["no_items"]),
+        ('{"items": [99, 2]}', [1], ["out_of_range"]),
+        ('{"items": [0, -1]}', [], ["out_of_range"]),
+        ('{"items": [2, 2, 4]}', [1, 3], ["repeat"]),
+        ('{"items": [1, 2, 3, 4, 5]}', [0, 1, 2], ["too_many"]),
+        ('{"items": [99, 1, 1]}', [0], ["out_of_range", "repeat"]),
+        ("[[[[[[[[[[" * 1000, [], ["unparseable"]),
+    ],
+)
+def test_parse_choice_keeps_only_positions_in_the_list(text, positions, problems):
+    got, found = parse_choice(text, num_candidates=5, limit=3)
+    assert got == positions
+    assert found == problems
+    assert all(0 <= p < 5 for p in got)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_threshold_keeps_the_user_count_within_the_limit():
+    rng = np.random.default_rng(0)
+    bins = np.bincount((rng.random(10_000) * HISTOGRAM_BINS).astype(int), minlength=HISTOGRAM_BINS)
+    threshold, selected, eligible = threshold_for(bins, 2_500)
+    assert eligible == 10_000
+    assert selected <= 2_500 and selected > 2_400  # at most one bin short
+    assert selected == bins[: int(round(threshold * HISTOGRAM_BINS))].sum()
+    assert threshold_for(bins, None) == (1.0, 10_000, 10_000)
+    assert threshold_for(bins, 20_000)[1] == 10_000
+    assert threshold_for(bins, 0)[1] == 0
+
+
+# ----------------------------------------------------------------------------- histories
+
+
+def _histories() -> pa.Table:
+    import pandas as pd
+
+    rows = pd.DataFrame({
+        # user 7: domain 0 at ts 1..4, domain 1 at ts 5 (held out) and 6 (not)
+        "user_idx": [7, 7, 7, 7, 7, 7, 3],
+        "item_idx": [10, 11, 12, 13, 50, 51, 10],
+        "domain_idx": [0, 0, 0, 0, 1, 1, 0],
+        "ts": [4, 2, 3, 1, 5, 6, 9],
+        "held_out": [False, False, False, False, True, True, False],
+    })
+    return user_histories_of(rows)
+
+
+def test_user_histories_are_time_ordered_lists_per_user():
+    table = _histories()
+    assert table["user_idx"].to_pylist() == [3, 7]
+    assert table["items"].to_pylist()[1] == [13, 11, 12, 10, 50, 51]
+    assert table["ts"].to_pylist()[1] == [1, 2, 3, 4, 5, 6]
+
+
+def test_cold_start_hides_held_out_rows_and_recent_keeps_the_last_n_per_domain():
+    table = _histories()
+    warm, cold = FlatHistories(table, Protocol.warm), FlatHistories(table, Protocol.cold_start)
+    assert warm.counts(2).tolist() == [[1, 0], [4, 2]]
+    assert cold.counts(2).tolist() == [[1, 0], [4, 0]]
+    recent = warm.recent_mask(2)
+    kept = warm.items[recent & (warm.parent == 1)].tolist()
+    assert kept == [12, 10, 50, 51]  # the two latest of each domain, still in time order
+
+
+# ----------------------------------------------------------------------------- candidates
+
+
+def _catalog(with_embeddings: bool) -> TargetCatalog:
+    items = np.arange(100, 130)
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(30, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    return TargetCatalog(1, items, np.arange(30)[::-1] * 3, emb if with_embeddings else None).with_pool(10)
+
+
+@pytest.mark.parametrize("with_embeddings", [True, False])
+def test_candidates_exclude_seen_items_and_are_deterministic(with_embeddings):
+    catalog = _catalog(with_embeddings)
+    cfg = CandidatesConfig(size=8, popular=3, popular_pool=10)
+    query = catalog.embeddings[[5, 20]] if with_embeddings else None
+    seen = [np.array([100, 101, 105]), np.array([], dtype=np.int64)]
+    first = retrieve(catalog, query, seen, np.array([4, 9]), cfg, seed=0, protocol_idx=0)
+    again = retrieve(catalog, query, seen, np.array([4, 9]), cfg, seed=0, protocol_idx=0)
+    other = retrieve(catalog, query, seen, np.array([4, 9]), cfg, seed=1, protocol_idx=0)
+    for got, blocked in zip(first, seen):
+        assert len(got) == 8 and len(set(got.tolist())) == 8
+        assert set(got.tolist()) <= set(catalog.items.tolist())
+        assert not set(got.tolist()) & set(blocked.tolist())
+    assert [g.tolist() for g in first] == [g.tolist() for g in again]
+    assert [g.tolist() for g in first] != [g.tolist() for g in other]
+    if with_embeddings:
+        # The closest unseen item to the user's query is a candidate.
+        assert 120 in first[1].tolist()
+
+
+def test_candidates_when_the_domain_has_fewer_items_than_asked():
+    catalog = _catalog(True)
+    cfg = CandidatesConfig(size=20, popular=5, popular_pool=10)
+    seen = [catalog.items[:25]]
+    got = retrieve(catalog, catalog.embeddings[[0]], seen, np.array([1]), cfg, seed=0, protocol_idx=0)[0]
+    assert sorted(got.tolist()) == catalog.items[25:].tolist()
