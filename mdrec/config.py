@@ -467,6 +467,18 @@ class VllmBackendConfig(BackendResources):
     )
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the engine actors.")
 
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_formats(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            v.format(history="h", candidates="c", domain="d", k=1)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(f"must be a format string using only {{history}}, {{candidates}}, {{domain}} and {{k}} "
+                             f"(literal braces doubled): {type(e).__name__} {e}") from None
+        return v
+
 
 BackendConfig = Annotated[
     Union[PopularityBackendConfig, SemanticBackendConfig, TranslatorBackendConfig, VllmBackendConfig],

@@ -207,6 +207,11 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     contexts = histories.map_batches(build_contexts, batch_format="pyarrow",
                                      fn_kwargs=dict(plan=plan_ref, skip_shards=sorted(done))).materialize()
     expected = {int(s): int(n) for s, n in zip(*_sum_counts(contexts))}
+    if expected:
+        # In shard order and cut into blocks about a shard each: shards then finish one after
+        # another (what a resume skips), and every backend actor gets blocks to work on.
+        blocks = max(len(expected), 2 * g.backend.num_actors)
+        contexts = contexts.sort("shard").repartition(blocks).materialize()
     user_ids = loc.join("users.parquet").read_table().column("user_id").to_numpy(zero_copy_only=False)
     writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, user_ids, log)
     for shard in range(plan.num_shards):
@@ -275,6 +280,7 @@ class _ShardWriter:
         self.user_ids = user_ids
         self.model = ""
         self.buffers: dict[int, dict[int, dict]] = defaultdict(dict)
+        self.partials: dict[int, dict[int, dict]] = {}
         self.written = 0
         self.contexts = 0
         self.last_log = time.perf_counter()
@@ -284,13 +290,34 @@ class _ShardWriter:
         total = len(expected)
         for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
             for row in batch.to_pylist():
-                # Keyed by context: a retried task can never add a row twice.
-                self.buffers[row["shard"]][row["context_id"]] = row
+                row = self._whole_context(row)
+                if row is not None:
+                    # Keyed by context: a retried task can never add a row twice.
+                    self.buffers[row["shard"]][row["context_id"]] = row
             for shard in [s for s, rows in self.buffers.items() if len(rows) >= expected.get(s, 0)]:
                 rows = self.buffers.pop(shard)
                 self.write(shard, list(rows.values()), self.model)
                 self.contexts += len(rows)
                 self._progress(total)
+
+    def _whole_context(self, row: dict) -> dict | None:
+        """A backend that scores one candidate per row (vLLM score mode) sends `parts` rows per
+        context: hold them until all are here, then rank them as one context's result."""
+        parts = row.pop("parts", 1) or 1
+        part_item = row.pop("part_item", None)
+        if parts <= 1:
+            return row
+        held = self.partials.setdefault(row["context_id"], {})
+        held[part_item] = row  # keyed by candidate: a retried request replaces, never adds
+        if len(held) < parts:
+            return None
+        del self.partials[row["context_id"]]
+        pieces = list(held.values())
+        scored = sorted(((s, i) for p in pieces for i, s in zip(p["chosen"], p["scores"])), key=lambda x: -x[0])
+        return {**{k: row[k] for k in ("context_id", "shard", "protocol", "user_idx", "target_idx", "prompt_sha")},
+                "chosen": [i for _, i in scored], "scores": [s for s, _ in scored],
+                "problems": sorted({p for piece in pieces for p in piece["problems"]}),
+                "prompt_tokens": sum(p["prompt_tokens"] for p in pieces), "generated_tokens": 0}
 
     def _progress(self, total: int) -> None:
         now = time.perf_counter()
