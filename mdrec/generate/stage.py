@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import time
 from collections import Counter, defaultdict
 from typing import Callable
@@ -105,19 +106,62 @@ def item_counts(train_loc) -> pd.DataFrame:
     return parts.groupby(["item_idx", "held_out"])["n"].sum().reset_index()
 
 
-def _catalogs(items: pd.DataFrame, counts: pd.DataFrame, protocols, targets, ranges, embeddings, pool: int):
-    catalogs, real = {}, {}
-    titled = items["title"].notna().to_numpy() & (items["title"].fillna("").str.len() > 0).to_numpy()
+def _visible_counts(counts: pd.DataFrame, protocol: Protocol, num_items: int) -> np.ndarray:
+    rows = counts if protocol is Protocol.warm else counts[~counts["held_out"]]
+    return np.bincount(rows["item_idx"], weights=rows["n"], minlength=num_items).astype(np.int64)
+
+
+def _real_rows(counts: pd.DataFrame, protocols, targets, ranges) -> dict[tuple[str, int], int]:
+    """Each target domain's real training rows under each protocol: what the budget ratio is of."""
+    n = max(end for _, end in ranges.values())
+    return {(p.value, t): int(_visible_counts(counts, p, n)[slice(*ranges[t])].sum()) for p in protocols for t in targets}
+
+
+def _catalogs(titled: np.ndarray, counts: pd.DataFrame, protocols, targets, ranges, embeddings, pool: int) -> dict:
+    catalogs = {}
     for protocol in protocols:
-        rows = counts if protocol is Protocol.warm else counts[~counts["held_out"]]
-        per_item = np.bincount(rows["item_idx"], weights=rows["n"], minlength=len(items)).astype(np.int64)
+        per_item = _visible_counts(counts, protocol, len(titled))
         for t in targets:
             start, end = ranges[t]
             idx = np.arange(start, end)[titled[start:end]]
-            real[(protocol.value, t)] = int(per_item[start:end].sum())
             catalogs[(protocol.value, t)] = TargetCatalog(
                 t, idx, per_item[idx], embeddings[idx] if embeddings is not None else None).with_pool(pool)
-    return catalogs, real
+    return catalogs
+
+
+def _select(cfg: MdrecConfig, histories: ray.data.Dataset, plan: ContextPlan, real: dict, log: Log) -> dict:
+    """Per (protocol, target): the hash threshold below which users are selected, exactly
+    min(max_users, cap // per_user) of the eligible ones (or all of them). Sets plan.thresholds."""
+    from mdrec.generate.contexts import HISTOGRAM_BINS, boundary_hashes
+
+    g = cfg.generate
+    plan_ref = ray.put(plan)
+    histograms = _histogram_totals(histories, plan_ref)
+    budget, boundary = {}, {}
+    for key, bins in histograms.items():
+        cap = int(math.floor(g.budget.ratio * real[key]))
+        limit = cap // g.budget.per_user
+        if g.users.max_users is not None:
+            limit = min(limit, g.users.max_users)
+        threshold, selected, eligible = threshold_for(bins, limit)
+        plan.thresholds[key] = threshold
+        if selected < min(limit, eligible):  # the boundary bin holds the rest: place the threshold inside it
+            boundary[key] = (int(round(threshold * HISTOGRAM_BINS)), limit - selected)
+        budget[key] = {"protocol": key[0], "target": plan.domain_names[key[1]], "real_interactions": real[key],
+                       "cap": cap, "per_user": g.budget.per_user, "eligible_users": eligible,
+                       "selected_users": selected}
+    if boundary:
+        found = histories.map_batches(boundary_hashes, batch_format="pyarrow",
+                                      fn_kwargs=dict(plan=plan_ref, bins={k: b for k, (b, _) in boundary.items()}))
+        hashes = pd.concat([t.to_pandas() for t in found.iter_batches(batch_format="pyarrow", batch_size=None)])
+        for key, (b, need) in boundary.items():
+            h = np.sort(hashes.loc[(hashes["protocol"] == key[0]) & (hashes["target"] == key[1]), "hash"].to_numpy())
+            plan.thresholds[key] = float(h[need]) if need < len(h) else (b + 1) / HISTOGRAM_BINS
+            budget[key]["selected_users"] += min(need, len(h))
+    for key, b in budget.items():
+        log(f"generate: {key[0]} {b['target']}: {b['eligible_users']:,} eligible users, {b['selected_users']:,} selected "
+            f"(cap {b['cap']:,} = {g.budget.ratio:g} x {b['real_interactions']:,} real rows, {b['per_user']} per user)")
+    return budget
 
 
 def _histogram_totals(histories: ray.data.Dataset, plan_ref) -> dict[tuple[str, int], np.ndarray]:
@@ -172,31 +216,24 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     histories = build_histories(loc.join("train"), parts=max(2, 2 * cluster_cpus()))
     counts = item_counts(loc.join("train"))
 
-    # 2. item embeddings (cached beside the shards: the expensive part of a restart)
-    embeddings = _embeddings(cfg, items, store, log) if needs_encoder(cfg) else None
-    catalogs, real = _catalogs(items, counts, protocols, targets, ranges, embeddings, g.candidates.popular_pool)
+    # 2. selection within budget (needs counts only)
+    real = _real_rows(counts, protocols, targets, ranges)
     plan = ContextPlan(
         seed=cfg.seed, protocols=protocols, targets=targets, domain_names=list(domains["domain"]),
         rule=SelectionRule(g.users.max_target_interactions, g.users.min_source_interactions),
         history_per_domain=g.context.history_per_domain, candidates=g.candidates,
-        titles=np.array([t if isinstance(t, str) and t else None for t in items["title"]], dtype=object), embeddings=embeddings, catalogs=catalogs,
+        titles=np.array([t if isinstance(t, str) and t else None for t in items["title"]], dtype=object),
+        embeddings=None,
     )
+    budget = _select(cfg, histories, plan, real, log)
 
-    # 3. selection within budget
-    histograms = _histogram_totals(histories, ray.put(plan))
-    budget = {}
-    for key, bins in histograms.items():
-        cap = int(math.floor(g.budget.ratio * real[key]))
-        limit = cap // g.budget.per_user
-        if g.users.max_users is not None:
-            limit = min(limit, g.users.max_users)
-        threshold, selected, eligible = threshold_for(bins, limit)
-        plan.thresholds[key] = threshold
-        budget[key] = {"protocol": key[0], "target": plan.domain_names[key[1]], "real_interactions": real[key],
-                       "cap": cap, "per_user": g.budget.per_user, "eligible_users": eligible,
-                       "selected_users": selected}
-        log(f"generate: {key[0]} {plan.domain_names[key[1]]}: {eligible:,} eligible users, {selected:,} selected "
-            f"(cap {cap:,} = {g.budget.ratio:g} x {real[key]:,} real rows, {g.budget.per_user} per user)")
+    # 3. item embeddings for retrieval and the semantic backend, then the candidate pools
+    titled = np.array([t is not None for t in plan.titles])
+    if needs_encoder(cfg):
+        needed = _needed_items(cfg, histories, ray.put(plan), items, targets, ranges, titled)
+        plan.embeddings = _embeddings(cfg, run_dir, record["fingerprint"], items, needed, log)
+    plan.catalogs = _catalogs(titled, counts, protocols, targets, ranges, plan.embeddings, g.candidates.popular_pool)
+    embeddings = plan.embeddings
     plan.num_shards = max(1, math.ceil(sum(b["selected_users"] for b in budget.values()) / g.users_per_shard))
     plan_ref = ray.put(plan)
 
@@ -253,21 +290,55 @@ def _sum_counts(contexts: ray.data.Dataset):
     return total.index.to_numpy(), total.to_numpy()
 
 
-def _embeddings(cfg: MdrecConfig, items: pd.DataFrame, store: ShardStore, log: Log) -> np.ndarray:
+def _embeddings(cfg: MdrecConfig, run_dir: RunDir, prepared_fp: str, items: pd.DataFrame, needed: np.ndarray,
+                log: Log) -> np.ndarray:
+    """Unit title embeddings, (num_items, dim), with every `needed` titled item filled in.
+
+    They are committed under `<run-dir>/embeddings/<encoder>/` per (prepared data, encoder) and
+    grow as later runs need more items: on CPU, encoding is the slow part of a run, so no title
+    is encoded twice and none that no context shows is encoded at all.
+    """
     enc = cfg.generate.encoder
-    cache = store.location.join("_cache", f"item-embeddings-{hashlib.sha256(enc.model.encode()).hexdigest()[:8]}.npy")
-    if cache.exists():
-        return np.load(io.BytesIO(cache.read_bytes()), allow_pickle=False)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", enc.model).strip("-")[-60:]
+    stage = run_dir.stage(f"embeddings/{slug}")
+    fp = hashlib.sha256(json.dumps({"prepared": prepared_fp, "model": enc.model, "format": 1}).encode()).hexdigest()
+    emb, done = None, np.zeros(len(items), dtype=bool)
+    if stage.is_current(fp):
+        # allow_pickle=False: nothing from a run directory is ever unpickled.
+        emb = np.load(io.BytesIO(stage.location.join("items.npy").read_bytes()), allow_pickle=False)
+        done = np.load(io.BytesIO(stage.location.join("encoded.npy").read_bytes()), allow_pickle=False)
+    missing = np.unique(needed)[~done[np.unique(needed)]]
+    if not len(missing):
+        return emb
     from mdrec.generate.encoder import embed_titles
 
     t0 = time.perf_counter()
-    emb = embed_titles(items, enc.model, enc.batch_size, enc.num_actors, enc.cpus_per_actor)
-    log(f"generate: encoded {int((np.abs(emb).sum(axis=1) > 0).sum()):,} item titles with {enc.model} in "
-        f"{time.perf_counter() - t0:.1f}s")
-    buf = io.BytesIO()
-    np.save(buf, emb, allow_pickle=False)
-    cache.write_bytes(buf.getvalue())
+    new = embed_titles(items.iloc[missing], enc.model, enc.batch_size, enc.num_actors, enc.cpus_per_actor)
+    if emb is None:
+        emb = np.zeros((len(items), new.shape[1]), dtype=np.float32)
+    emb[missing], done[missing] = new, True
+    with stage.writing(fp, meta={"model": enc.model, "items": len(items), "encoded": int(done.sum())}) as out:
+        for name, array in (("items.npy", emb), ("encoded.npy", done)):
+            buf = io.BytesIO()
+            np.save(buf, array, allow_pickle=False)
+            out.join(name).write_bytes(buf.getvalue())
+    log(f"generate: encoded {len(missing):,} item titles with {enc.model} in {time.perf_counter() - t0:.1f}s "
+        f"({enc.num_actors} actors; {int(done.sum()):,} kept in {stage.location.uri})")
     return emb
+
+
+def _needed_items(cfg: MdrecConfig, histories: ray.data.Dataset, plan_ref, items: pd.DataFrame, targets, ranges,
+                  titled: np.ndarray) -> np.ndarray:
+    """Titled items whose embeddings this run reads: the target domains' (candidates, semantic
+    scores) and, when candidates are retrieved by similarity, the selected users' history items."""
+    from mdrec.generate.contexts import selected_history_items
+
+    needed = [np.arange(*ranges[t]) for t in targets]
+    if cfg.generate.candidates.size > cfg.generate.candidates.popular:
+        found = histories.map_batches(selected_history_items, batch_format="pyarrow", fn_kwargs=dict(plan=plan_ref))
+        needed += [t["item_idx"].to_numpy() for t in found.iter_batches(batch_format="pyarrow", batch_size=None)]
+    needed = np.unique(np.concatenate(needed)).astype(np.int64)
+    return needed[titled[needed]]
 
 
 class _ShardWriter:
