@@ -95,7 +95,7 @@ def synthetic_contexts(n: int, seed: int = 0):
         domains = [rng.choice(["Kitchen", "Kitchen", "Food"]) for _ in range(HISTORY)]
         candidates = rng.sample(range(1000, 5000), CANDIDATES)
         rows.append({
-            "context_id": i, "shard": i // USERS_PER_SHARD, "protocol": "warm", "user_idx": i,
+            "context_id": i, "shard": i // USERS_PER_SHARD, "protocol": "warm", "user_idx": i, "user_id": f"u{i}",
             "target_idx": 0, "target": "Food",
             "history_items": rng.sample(range(1000), HISTORY), "history_titles": [title(rng, d) for d in domains],
             "history_domains": domains, "history_domain_idx": [DOMAINS.index(d) for d in domains],

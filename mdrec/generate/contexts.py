@@ -107,7 +107,7 @@ def threshold_for(bins: np.ndarray, limit: int | None) -> tuple[float, int, int]
 
 CONTEXT_SCHEMA = pa.schema([
     ("context_id", pa.int64()), ("shard", pa.int64()), ("protocol", pa.string()), ("user_idx", pa.int64()),
-    ("target_idx", pa.int64()), ("target", pa.string()),
+    ("user_id", pa.string()), ("target_idx", pa.int64()), ("target", pa.string()),
     ("history_items", pa.list_(pa.int64())), ("history_titles", pa.list_(pa.string())),
     ("history_domains", pa.list_(pa.string())), ("history_domain_idx", pa.list_(pa.int64())),
     ("candidates", pa.list_(pa.int64())), ("candidate_titles", pa.list_(pa.string())),
@@ -209,6 +209,7 @@ def _append(cols, plan: ContextPlan, fh: FlatHistories, recent: np.ndarray, rows
         cols["shard"].append(int(shards[rows[i]]))
         cols["protocol"].append(protocol.value)
         cols["user_idx"].append(int(user))
+        cols["user_id"].append(fh.user_id[rows[i]])
         cols["target_idx"].append(target)
         cols["target"].append(plan.domain_names[target])
         cols["history_items"].append(fh.items[h].tolist())

@@ -1,6 +1,6 @@
 """Each user's training rows as one row of time-ordered lists, built on Ray Data.
 
-The prepared training rows are grouped into partitions of users (a sort-based groupby), and
+The prepared training rows (warm split `train`, with the held-out flag) are grouped into partitions of users (a sort-based groupby), and
 each partition becomes one row per user: `items`, `domains`, `ts` and `held_out` lists in time
 order. Nothing is collected on the driver; the result stays in the object store.
 """
@@ -12,15 +12,15 @@ import pandas as pd
 import pyarrow as pa
 import ray.data
 
-from mdrec.data.schema import Protocol
+from mdrec.data.schema import Protocol, Split
 from mdrec.storage import Location
 
-HISTORY_COLUMNS = ["user_idx", "item_idx", "domain_idx", "ts", "held_out"]
+HISTORY_COLUMNS = ["user_idx", "user_id", "item_idx", "domain_idx", "ts", "held_out"]
 
 
 def _partition(df: pd.DataFrame, *, parts: int) -> pd.DataFrame:
-    df["_part"] = df["user_idx"].to_numpy() % parts
-    return df
+    df = df[df["split"] == Split.train.value].drop(columns=["split"])
+    return df.assign(_part=df["user_idx"].to_numpy() % parts)
 
 
 def _list(values: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
@@ -36,8 +36,10 @@ def user_histories_of(df: pd.DataFrame) -> pa.Table:
     user, item, domain, ts, held = user[order], item[order], domain[order], ts[order], held[order]
     users, starts = np.unique(user, return_index=True)
     offsets = np.append(starts, len(user))
+    user_id = df["user_id"].to_numpy(object)[order][starts]
     return pa.table({
         "user_idx": pa.array(users),
+        "user_id": pa.array(user_id, pa.string()),
         "items": _list(item, offsets),
         "domains": _list(domain, offsets),
         "ts": _list(ts, offsets),
@@ -45,9 +47,10 @@ def user_histories_of(df: pd.DataFrame) -> pa.Table:
     })
 
 
-def build_histories(train: Location, parts: int) -> ray.data.Dataset:
-    """Materialized dataset of user histories from `prepared/train`."""
-    ds = ray.data.read_parquet(train.path, filesystem=train.fs, columns=HISTORY_COLUMNS)
+def build_histories(interactions: Location, parts: int) -> ray.data.Dataset:
+    """Materialized dataset of user histories from `prepared/interactions` (its training rows,
+    which carry the raw user id that `prepared/train` leaves out)."""
+    ds = ray.data.read_parquet(interactions.path, filesystem=interactions.fs, columns=[*HISTORY_COLUMNS, "split"])
     return (
         ds.map_batches(_partition, batch_format="pandas", fn_kwargs=dict(parts=parts))
         .groupby("_part", num_partitions=parts)
@@ -63,6 +66,7 @@ class FlatHistories:
     def __init__(self, batch: pa.Table, protocol: Protocol):
         self.n = batch.num_rows
         self.user_idx = batch["user_idx"].to_numpy()
+        self.user_id = batch["user_id"].to_pylist() if "user_id" in batch.column_names else None
         items = batch["items"]
         self.parent = pa.compute.list_parent_indices(items).to_numpy()
         self.items = pa.compute.list_flatten(items).to_numpy()

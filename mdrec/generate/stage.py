@@ -213,7 +213,7 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     # 1. histories and counts
     from mdrec.ray_session import cluster_cpus
 
-    histories = build_histories(loc.join("train"), parts=max(2, 2 * cluster_cpus()))
+    histories = build_histories(loc.join("interactions"), parts=max(2, 2 * cluster_cpus()))
     counts = item_counts(loc.join("train"))
 
     # 2. selection within budget (needs counts only)
@@ -249,8 +249,7 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
         # another (what a resume skips), and every backend actor gets blocks to work on.
         blocks = max(len(expected), 2 * g.backend.num_actors)
         contexts = contexts.sort("shard").repartition(blocks).materialize()
-    user_ids = loc.join("users.parquet").read_table().column("user_id").to_numpy(zero_copy_only=False)
-    writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, user_ids, log)
+    writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, log)
     for shard in range(plan.num_shards):
         if shard not in done and shard not in expected:
             writer.write(shard, [], "")  # no selected user hashed here: an empty shard, still 'done'
@@ -345,10 +344,9 @@ class _ShardWriter:
     """Collects streamed results per shard and writes each shard once all its contexts are back."""
 
     def __init__(self, store: ShardStore, plan: ContextPlan, per_user: int, backend: str, items: pd.DataFrame,
-                 user_ids: np.ndarray, log: Log):
+                 log: Log):
         self.store, self.plan, self.per_user, self.backend, self.log = store, plan, per_user, backend, log
         self.item_ids = items["item_id"].to_numpy(object)
-        self.user_ids = user_ids
         self.model = ""
         self.buffers: dict[int, dict[int, dict]] = defaultdict(dict)
         self.partials: dict[int, dict[int, dict]] = {}
@@ -385,7 +383,8 @@ class _ShardWriter:
         del self.partials[row["context_id"]]
         pieces = list(held.values())
         scored = sorted(((s, i) for p in pieces for i, s in zip(p["chosen"], p["scores"])), key=lambda x: -x[0])
-        return {**{k: row[k] for k in ("context_id", "shard", "protocol", "user_idx", "target_idx", "prompt_sha")},
+        return {**{k: row[k] for k in ("context_id", "shard", "protocol", "user_idx", "user_id", "target_idx",
+                                        "prompt_sha")},
                 "chosen": [i for _, i in scored], "scores": [s for s, _ in scored],
                 "problems": sorted({p for piece in pieces for p in piece["problems"]}),
                 "prompt_tokens": sum(p["prompt_tokens"] for p in pieces), "generated_tokens": 0}
@@ -407,7 +406,7 @@ class _ShardWriter:
             tokens_in += r["prompt_tokens"]
             tokens_out += r["generated_tokens"]
             for rank, (item, score) in enumerate(zip(r["chosen"][: self.per_user], r["scores"]), start=1):
-                cols["user_id"].append(self.user_ids[r["user_idx"]])
+                cols["user_id"].append(r["user_id"])
                 cols["item_id"].append(self.item_ids[item])
                 cols["domain"].append(self.plan.domain_names[r["target_idx"]])
                 cols["score"].append(score)

@@ -146,7 +146,7 @@ def handmade_contexts() -> pa.Table:
     rows = []
     for i in range(6):
         rows.append({
-            "context_id": i, "shard": 0, "protocol": "warm", "user_idx": i, "target_idx": 1, "target": "Food",
+            "context_id": i, "shard": 0, "protocol": "warm", "user_idx": i, "user_id": f"u{i}", "target_idx": 1, "target": "Food",
             "history_items": [1, 2], "history_titles": [f"steel pot {i}", "wooden spoon"],
             "history_domains": ["Kitchen", "Kitchen"], "history_domain_idx": [0, 0],
             "candidates": [100 + i, 200, 300], "candidate_titles": ["organic coffee beans", "green tea", f"olive oil {i}"],

@@ -69,6 +69,7 @@ def _histories() -> pa.Table:
     rows = pd.DataFrame({
         # user 7: domain 0 at ts 1..4, domain 1 at ts 5 (held out) and 6 (not)
         "user_idx": [7, 7, 7, 7, 7, 7, 3],
+        "user_id": ["u7"] * 6 + ["u3"],
         "item_idx": [10, 11, 12, 13, 50, 51, 10],
         "domain_idx": [0, 0, 0, 0, 1, 1, 0],
         "ts": [4, 2, 3, 1, 5, 6, 9],
@@ -80,6 +81,7 @@ def _histories() -> pa.Table:
 def test_user_histories_are_time_ordered_lists_per_user():
     table = _histories()
     assert table["user_idx"].to_pylist() == [3, 7]
+    assert table["user_id"].to_pylist() == ["u3", "u7"]
     assert table["items"].to_pylist()[1] == [13, 11, 12, 10, 50, 51]
     assert table["ts"].to_pylist()[1] == [1, 2, 3, 4, 5, 6]
 

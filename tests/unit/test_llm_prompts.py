@@ -52,7 +52,7 @@ def test_answer_schema_bounds_numbers_and_count():
 
 
 def row(text, **extra):
-    return {"context_id": 1, "shard": 0, "protocol": "warm", "user_idx": 5, "target_idx": 1,
+    return {"context_id": 1, "shard": 0, "protocol": "warm", "user_idx": 5, "user_id": "u5", "target_idx": 1,
             "candidates": [40, 41, 42], "generated_text": text, "num_generated_tokens": 7, "num_input_tokens": 30,
             "prompt_problems": [], "prompt_sha": "abc", "skipped": False, "parts": 1, "item": -1, **extra}
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 RESULT_SCHEMA = pa.schema([
     ("context_id", pa.int64()), ("shard", pa.int64()), ("protocol", pa.string()), ("user_idx", pa.int64()),
-    ("target_idx", pa.int64()),
+    ("user_id", pa.string()), ("target_idx", pa.int64()),
     ("chosen", pa.list_(pa.int64())),  # item_idx, best first, each one of the context's candidates
     ("scores", pa.list_(pa.float64())),  # the backend's score of each chosen item
     ("problems", pa.list_(pa.string())),  # reasons this context's answer was (partly) unusable
@@ -26,7 +26,7 @@ RESULT_SCHEMA = pa.schema([
     ("generated_tokens", pa.int64()),
 ])
 
-PASSTHROUGH = ["context_id", "shard", "protocol", "user_idx", "target_idx"]
+PASSTHROUGH = ["context_id", "shard", "protocol", "user_idx", "user_id", "target_idx"]
 
 
 def context_sha(history_items, candidates) -> str:
