@@ -71,6 +71,7 @@ class PromptStage:
         from transformers import AutoTokenizer
 
         self.cfg, self.per_user, self.seed = cfg, per_user, seed
+        self._last: tuple | None = None
         self.tok = AutoTokenizer.from_pretrained(_local_tokenizer_path(cfg.model))
         self.chat = cfg.mode is LLMMode.choose and cfg.use_chat_template and (
             cfg.chat_template is not None or self.tok.chat_template is not None)
@@ -85,7 +86,12 @@ class PromptStage:
                                             chat_template=self.cfg.chat_template)
 
     def _ids(self, text: str, special: bool) -> list[int]:
-        return self.tok(text, add_special_tokens=special)["input_ids"]
+        # Fitting a prompt tokenizes it to count; the final prompt is then the last one counted.
+        if self._last is not None and self._last[:2] == (text, special):
+            return self._last[2]
+        ids = self.tok(text, add_special_tokens=special)["input_ids"]
+        self._last = (text, special, ids)
+        return ids
 
     def _count(self, text: str) -> int:
         return len(self._ids(text, self.special))
