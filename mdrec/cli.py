@@ -99,7 +99,8 @@ def generate(config: str, run_dir: str | None, overrides: tuple[str, ...], force
     popularity) goes to the backend in generate.backend: popularity, semantic (a sentence
     encoder), translator (a two-tower model) or vllm (an LLM that chooses or scores candidates,
     on engines held by Ray actors). Writes <run-dir>/synthetic/raw/ shard by shard (a re-run
-    resumes) and <run-dir>/synthetic/generate_report.json; prints a table per target domain.
+    resumes) and <run-dir>/synthetic/generate_report.json; prints a table with a row per
+    protocol and target domain.
     Runs `prepare` first when it is not current.
     """
     _run_stages(config, run_dir, overrides, force, ["prepare", "generate"], force_only=["generate"])

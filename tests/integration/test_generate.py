@@ -183,3 +183,19 @@ def test_bad_backend_key_names_the_key(tmp_path):
     cfg["generate"]["backend"] = {"type": "vllm", "model": "x", "mode": "guess"}
     code, out, err = run_cli("config", write_config(tmp_path / "c.yaml", cfg))
     assert code == 2 and "generate.backend.mode" in err
+
+
+def test_generate_on_an_s3_run_dir(ray_session, tmp_path, s3_bucket):
+    """Shards, the commit and the report through pyarrow's S3 filesystem (moto on loopback)."""
+    from mdrec.storage import resolve
+
+    run_dir = f"s3://{s3_bucket}/run"
+    config = write_config(tmp_path / "c.yaml", generate_config("popularity"))
+    code, out, err = run_cli("generate", config, "--run-dir", run_dir)
+    assert code == 0, err
+    report = resolve(f"{run_dir}/synthetic/generate_report.json").read_json()
+    rows = resolve(f"{run_dir}/synthetic/raw").read_table().to_pandas()
+    assert len(rows) == report["rows"] > 0 and (rows["domain"] == "Music").all()
+    assert not resolve(f"{run_dir}/.generate").files()  # the work folder is gone after the commit
+    code, out, err = run_cli("generate", config, "--run-dir", run_dir)
+    assert code == 0 and "generate: reusing committed output" in err
