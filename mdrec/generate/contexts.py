@@ -50,6 +50,13 @@ class ContextPlan:
         return len(self.domain_names)
 
 
+def _resolved(plan) -> ContextPlan:
+    """Ray Data hands fn_kwargs over as given: the plan arrives as an ObjectRef from the driver."""
+    import ray
+
+    return ray.get(plan) if isinstance(plan, ray.ObjectRef) else plan
+
+
 def protocol_index(protocol: Protocol) -> int:
     return list(Protocol).index(protocol)
 
@@ -79,9 +86,7 @@ HISTOGRAM_BINS = 4096
 
 def selection_histograms(batch: pa.Table, *, plan) -> pa.Table:
     """Per (protocol, target): how many eligible users fall in each bin of the selection hash."""
-    import ray
-
-    plan = ray.get(plan) if isinstance(plan, ray.ObjectRef) else plan
+    plan = _resolved(plan)
     rows = {"protocol": [], "target": [], "bins": []}
     for protocol in plan.protocols:
         fh = FlatHistories(batch, protocol)
@@ -127,9 +132,7 @@ def _selected(fh: FlatHistories, plan: ContextPlan, protocol: Protocol, target: 
 def boundary_hashes(batch: pa.Table, *, plan, bins: dict) -> pa.Table:
     """Selection hashes of the eligible users inside each key's boundary bin, so the driver can
     place the threshold exactly (the histogram alone may fall a few users short)."""
-    import ray
-
-    plan = ray.get(plan) if isinstance(plan, ray.ObjectRef) else plan
+    plan = _resolved(plan)
     cols = {"protocol": [], "target": [], "hash": []}
     for protocol in plan.protocols:
         fh = FlatHistories(batch, protocol)
@@ -148,9 +151,7 @@ def boundary_hashes(batch: pa.Table, *, plan, bins: dict) -> pa.Table:
 
 def selected_history_items(batch: pa.Table, *, plan) -> pa.Table:
     """The distinct items in the selected users' recent histories: the titles worth encoding."""
-    import ray
-
-    plan = ray.get(plan) if isinstance(plan, ray.ObjectRef) else plan
+    plan = _resolved(plan)
     found = [np.empty(0, dtype=np.int64)]
     for protocol in plan.protocols:
         fh = FlatHistories(batch, protocol)
@@ -163,9 +164,7 @@ def selected_history_items(batch: pa.Table, *, plan) -> pa.Table:
 
 def build_contexts(batch: pa.Table, *, plan, skip_shards: list[int]) -> pa.Table:
     """Contexts of the selected users in one batch of histories (shards already written skipped)."""
-    import ray
-
-    plan = ray.get(plan) if isinstance(plan, ray.ObjectRef) else plan
+    plan = _resolved(plan)
     cols: dict[str, list] = {name: [] for name in CONTEXT_SCHEMA.names}
     shards = shard_of_user(batch["user_idx"].to_numpy(), plan.num_shards)
     pending = ~np.isin(shards, np.asarray(skip_shards, dtype=np.int64))

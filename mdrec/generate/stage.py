@@ -41,11 +41,12 @@ from mdrec.generate.contexts import (ContextPlan, SelectionRule, build_contexts,
 from mdrec.generate.histories import build_histories
 from mdrec.generate.shard_store import ShardStore
 from mdrec.storage import RunDir
+from mdrec.tally import tally_counts
 
 Log = Callable[[str], None]
 STAGE = "synthetic/raw"
 REPORT = "synthetic/generate_report.json"
-FORMAT = 1  # bump when the output changes meaning: old outputs are redone
+FORMAT = 2  # bump when the output or the shard files change: old outputs and work folders are redone
 
 SYNTHETIC_SCHEMA = pa.schema([
     ("user_id", pa.string()), ("item_id", pa.string()), ("domain", pa.string()),
@@ -93,17 +94,6 @@ def fingerprint(cfg: MdrecConfig, prepared_fp: str) -> str:
 
 
 # --------------------------------------------------------------------------- driver-side tallies
-
-
-def _item_counts(batch: pd.DataFrame) -> pd.DataFrame:
-    return batch.groupby(["item_idx", "held_out"]).size().rename("n").reset_index()
-
-
-def item_counts(train_loc) -> pd.DataFrame:
-    """Training interactions per (item, held_out): map-side tallies, summed here (catalog-sized)."""
-    parts = ray.data.read_parquet(train_loc.path, filesystem=train_loc.fs, columns=["item_idx", "held_out"]).map_batches(
-        _item_counts, batch_format="pandas").to_pandas()
-    return parts.groupby(["item_idx", "held_out"])["n"].sum().reset_index()
 
 
 def _visible_counts(counts: pd.DataFrame, protocol: Protocol, num_items: int) -> np.ndarray:
@@ -173,11 +163,6 @@ def _histogram_totals(histories: ray.data.Dataset, plan_ref) -> dict[tuple[str, 
     return totals
 
 
-def _shard_counts(batch: pa.Table) -> pa.Table:
-    s, n = np.unique(batch["shard"].to_numpy(), return_counts=True)
-    return pa.table({"shard": s, "n": n})
-
-
 # --------------------------------------------------------------------------- the stage
 
 
@@ -214,7 +199,10 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     from mdrec.ray_session import cluster_cpus
 
     histories = build_histories(loc.join("interactions"), parts=max(2, 2 * cluster_cpus()))
-    counts = item_counts(loc.join("train"))
+    train = loc.join("train")
+    # Training interactions per (item, held_out): catalog-sized.
+    counts = tally_counts(ray.data.read_parquet(train.path, filesystem=train.fs, columns=["item_idx", "held_out"]),
+                          ["item_idx", "held_out"])
 
     # 2. selection within budget (needs counts only)
     real = _real_rows(counts, protocols, targets, ranges)
@@ -230,10 +218,9 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     # 3. item embeddings for retrieval and the semantic backend, then the candidate pools
     titled = np.array([t is not None for t in plan.titles])
     if needs_encoder(cfg):
-        needed = _needed_items(cfg, histories, ray.put(plan), items, targets, ranges, titled)
+        needed = _needed_items(cfg, histories, ray.put(plan), targets, ranges, titled)
         plan.embeddings = _embeddings(cfg, run_dir, record["fingerprint"], items, needed, log)
     plan.catalogs = _catalogs(titled, counts, protocols, targets, ranges, plan.embeddings, g.candidates.popular_pool)
-    embeddings = plan.embeddings
     plan.num_shards = max(1, math.ceil(sum(b["selected_users"] for b in budget.values()) / g.users_per_shard))
     plan_ref = ray.put(plan)
 
@@ -243,7 +230,8 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
         log(f"generate: resuming, {len(done)}/{plan.num_shards} shards already written")
     contexts = histories.map_batches(build_contexts, batch_format="pyarrow",
                                      fn_kwargs=dict(plan=plan_ref, skip_shards=sorted(done))).materialize()
-    expected = {int(s): int(n) for s, n in zip(*_sum_counts(contexts))}
+    per_shard = tally_counts(contexts.select_columns(["shard"]), ["shard"])
+    expected = {int(s): int(n) for s, n in zip(per_shard["shard"], per_shard["n"])}
     if expected:
         # In shard order and cut into blocks about a shard each: shards then finish one after
         # another (what a resume skips), and every backend actor gets blocks to work on.
@@ -252,14 +240,14 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, log)
     for shard in range(plan.num_shards):
         if shard not in done and shard not in expected:
-            writer.write(shard, [], "")  # no selected user hashed here: an empty shard, still 'done'
+            writer.write(shard, [])  # no selected user hashed here: an empty shard, still 'done'
 
     # 5. the backend
     timings = {}
     backend_started = time.perf_counter()
     model_name, details = "", {}
     if expected:
-        built = build_backend(BackendInputs(cfg, histories, embeddings, len(items), ranges, len(domains),
+        built = build_backend(BackendInputs(cfg, histories, plan.embeddings, len(items), ranges, len(domains),
                                             protocols, targets, log))
         model_name, details = built.model_name, built.details
         writer.model = model_name
@@ -281,17 +269,9 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     return report
 
 
-def _sum_counts(contexts: ray.data.Dataset):
-    parts = contexts.map_batches(_shard_counts, batch_format="pyarrow").to_pandas()
-    if parts.empty:
-        return [], []
-    total = parts.groupby("shard")["n"].sum()
-    return total.index.to_numpy(), total.to_numpy()
-
-
 def _embeddings(cfg: MdrecConfig, run_dir: RunDir, prepared_fp: str, items: pd.DataFrame, needed: np.ndarray,
                 log: Log) -> np.ndarray:
-    """Unit title embeddings, (num_items, dim), with every `needed` titled item filled in.
+    """Unit title embeddings, (num_items, dim), with every `needed` (distinct, titled) item filled in.
 
     They are committed under `<run-dir>/embeddings/<encoder>/` per (prepared data, encoder) and
     grow as later runs need more items: on CPU, encoding is the slow part of a run, so no title
@@ -306,7 +286,7 @@ def _embeddings(cfg: MdrecConfig, run_dir: RunDir, prepared_fp: str, items: pd.D
         # allow_pickle=False: nothing from a run directory is ever unpickled.
         emb = np.load(io.BytesIO(stage.location.join("items.npy").read_bytes()), allow_pickle=False)
         done = np.load(io.BytesIO(stage.location.join("encoded.npy").read_bytes()), allow_pickle=False)
-    missing = np.unique(needed)[~done[np.unique(needed)]]
+    missing = needed[~done[needed]]
     if not len(missing):
         return emb
     from mdrec.generate.encoder import embed_titles
@@ -326,7 +306,7 @@ def _embeddings(cfg: MdrecConfig, run_dir: RunDir, prepared_fp: str, items: pd.D
     return emb
 
 
-def _needed_items(cfg: MdrecConfig, histories: ray.data.Dataset, plan_ref, items: pd.DataFrame, targets, ranges,
+def _needed_items(cfg: MdrecConfig, histories: ray.data.Dataset, plan_ref, targets, ranges,
                   titled: np.ndarray) -> np.ndarray:
     """Titled items whose embeddings this run reads: the target domains' (candidates, semantic
     scores) and, when candidates are retrieved by similarity, the selected users' history items."""
@@ -365,7 +345,7 @@ class _ShardWriter:
                     self.buffers[row["shard"]][row["context_id"]] = row
             for shard in [s for s, rows in self.buffers.items() if len(rows) >= expected.get(s, 0)]:
                 rows = self.buffers.pop(shard)
-                self.write(shard, list(rows.values()), self.model)
+                self.write(shard, list(rows.values()))
                 self.contexts += len(rows)
                 self._progress(total)
 
@@ -396,7 +376,7 @@ class _ShardWriter:
             self.log(f"generate: {self.written}/{total} shards written, {self.contexts:,} user contexts, {rate:,.1f} users/s")
             self.last_log = now
 
-    def write(self, shard: int, results: list[dict], model: str) -> None:
+    def write(self, shard: int, results: list[dict]) -> None:
         cols: dict[str, list] = {name: [] for name in SYNTHETIC_SCHEMA.names}
         problems: Counter = Counter()
         answers_with_problems, tokens_in, tokens_out = 0, 0, 0
@@ -412,16 +392,17 @@ class _ShardWriter:
                 cols["score"].append(score)
                 cols["rank"].append(rank)
                 cols["backend"].append(self.backend)
-                cols["model"].append(model)
+                cols["model"].append(self.model)
                 cols["prompt_sha"].append(r["prompt_sha"])
                 cols["protocol"].append(r["protocol"])
                 cols["user_idx"].append(r["user_idx"])
                 cols["item_idx"].append(item)
                 cols["domain_idx"].append(r["target_idx"])
-        per_key = Counter((r["protocol"], r["target_idx"]) for r in results)
+        contexts_by_key = Counter(f"{r['protocol']}/{r['target_idx']}" for r in results)
+        rows_by_key = Counter(f"{p}/{t}" for p, t in zip(cols["protocol"], cols["domain_idx"]))
         meta = {"contexts": len(results), "problems": dict(problems), "answers_with_problems": answers_with_problems,
                 "prompt_tokens": tokens_in, "generated_tokens": tokens_out,
-                "contexts_by_key": {f"{p}/{t}": n for (p, t), n in per_key.items()}}
+                "contexts_by_key": dict(contexts_by_key), "rows_by_key": dict(rows_by_key)}
         self.store.write(shard, pa.table(cols, schema=SYNTHETIC_SCHEMA), meta)
         self.written += 1
         _hang_for_tests(self.written)
@@ -443,6 +424,7 @@ def _report(cfg, store: ShardStore, plan: ContextPlan, budget: dict, details: di
     problems: Counter = Counter()
     contexts = with_problems = tokens_in = tokens_out = 0
     per_key: Counter = Counter()
+    written: Counter = Counter()
     for shard in sorted(store.done()):
         meta = store.meta(shard)
         problems.update(meta["problems"])
@@ -451,11 +433,7 @@ def _report(cfg, store: ShardStore, plan: ContextPlan, budget: dict, details: di
         tokens_in += meta["prompt_tokens"]
         tokens_out += meta["generated_tokens"]
         per_key.update(meta["contexts_by_key"])
-    rows = store.location.read_table(columns=["protocol", "domain_idx"]) if contexts else None
-    written = Counter()
-    if rows is not None and rows.num_rows:
-        df = rows.to_pandas()
-        written.update({f"{p}/{t}": int(n) for (p, t), n in df.groupby(["protocol", "domain_idx"]).size().items()})
+        written.update(meta["rows_by_key"])
     targets = []
     for (p, t), b in budget.items():
         key = f"{p}/{t}"

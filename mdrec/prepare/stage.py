@@ -32,6 +32,7 @@ from mdrec.data.sources import LoadedSource, load_source, source_inputs
 from mdrec.errors import ConfigError, DataError
 from mdrec.prepare import shards
 from mdrec.prepare.roles import assign_roles
+from mdrec.tally import tally_counts
 from mdrec.storage import Location, RunDir, describe_inputs
 
 STAGE = "prepared"
@@ -86,23 +87,6 @@ def run_prepare(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: 
 
 def _get(value):
     return ray.get(value) if isinstance(value, ray.ObjectRef) else value
-
-
-def _partial_tally(df: pd.DataFrame, *, keys: list[str], sums: list[str]) -> pd.DataFrame:
-    return df.groupby(keys, sort=False, dropna=False).agg(n=(keys[0], "size"), **{c: (c, "sum") for c in sums}).reset_index()
-
-
-def _counts(ds: ray.data.Dataset, keys: list[str], sums: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Row counts (column `n`) and sums per key, combined map-side.
-
-    Each block is tallied where it lies and the small partial tallies are added up on the
-    driver: for low-cardinality keys this is several times faster than a Ray Data groupby,
-    which hash-shuffles every row.
-    """
-    parts = ds.map_batches(_partial_tally, batch_format="pandas", fn_kwargs=dict(keys=keys, sums=list(sums))).to_pandas()
-    if parts.empty:
-        return pd.DataFrame({**{k: [] for k in keys}, "n": [], **{c: [] for c in sums}})
-    return parts.groupby(keys, sort=True, dropna=False)[["n", *sums]].sum().reset_index()
 
 
 def _unique(batch: pd.DataFrame, *, column: str) -> pd.DataFrame:
@@ -294,8 +278,8 @@ def _resolve_domains(
 
 def _kcore(ds: ray.data.Dataset, k: int, max_rounds: int, log: Log) -> ray.data.Dataset:
     for round_ in range(1, max_rounds + 1):
-        users = _counts(ds, ["domain", "user_id"])
-        items = _counts(ds, ["domain", "item_id"])
+        users = tally_counts(ds, ["domain", "user_id"])
+        items = tally_counts(ds, ["domain", "item_id"])
         bad_users = users[users["n"] < k]
         bad_items = items[items["n"] < k]
         if bad_users.empty and bad_items.empty:
@@ -337,7 +321,7 @@ def _tag_rows(cfg: MdrecConfig, src: LoadedSource, catalog: pd.DataFrame, keep, 
             num_shards=num_shards,
         ),
     ).materialize()
-    counts = _counts(tagged, ["domain", "_drop"])
+    counts = tally_counts(tagged, ["domain", "_drop"])
     if int(counts["n"].sum()) == 0:
         raise DataError(f"{src.interactions_uri}: interactions table is empty")
     return tagged, counts
@@ -350,16 +334,16 @@ def _drop_duplicates(tagged: ray.data.Dataset, num_shards: int, dropped: dict) -
         .map_groups(_dedupe, batch_format="pandas")
         .materialize()
     )
-    counts = _counts(deduped, ["domain", "_dup"])
+    counts = tally_counts(deduped, ["domain", "_dup"])
     dups = counts[counts["_dup"].astype(bool)]
     _add_drops(dropped, "duplicate", dict(zip(dups["domain"], dups["n"])))
     return deduped.map_batches(_not_duplicate, batch_format="pyarrow").materialize()
 
 
 def _apply_kcore(clean: ray.data.Dataset, p, dropped: dict, log: Log) -> ray.data.Dataset:
-    before = _counts(clean, ["domain"]).set_index("domain")["n"]
+    before = tally_counts(clean, ["domain"]).set_index("domain")["n"]
     clean = _kcore(clean, p.kcore, p.kcore_max_rounds, log)
-    after = _counts(clean, ["domain"]).set_index("domain")["n"].reindex(before.index, fill_value=0)
+    after = tally_counts(clean, ["domain"]).set_index("domain")["n"].reindex(before.index, fill_value=0)
     _add_drops(dropped, "kcore", (before - after).to_dict())
     return clean
 
@@ -430,7 +414,7 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
         clean = _apply_kcore(clean, p, dropped, log)
 
     progress("indexing domains, items and users")
-    item_counts = _counts(clean, ["domain", "item_id"])
+    item_counts = tally_counts(clean, ["domain", "item_id"])
     kept_rows = {str(d): int(n) for d, n in item_counts.groupby("domain")["n"].sum().items()}
     read_rows = {str(d): int(n) for d, n in tag_counts.groupby("domain")["n"].sum().items()}
     domains = _resolve_domains(cfg, src, kept_rows, read_rows, dropped, known)
@@ -439,7 +423,7 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
     users = pd.Index(np.unique(user_ids["user_id"].to_numpy(dtype=object)))
     measure = {d: float(kept_rows[d]) for d in domains}
     if p.role_measure is RoleMeasure.density:
-        users_of = _counts(clean, ["domain", "user_id"]).groupby("domain").size().to_dict()
+        users_of = tally_counts(clean, ["domain", "user_id"]).groupby("domain").size().to_dict()
         measure = {d: kept_rows[d] / (users_of[d] * (ranges[i][1] - ranges[i][0])) for i, d in enumerate(domains)}
     roles = assign_roles(measure, p.roles, p.cold_ratio)
 
@@ -463,7 +447,7 @@ def _build(cfg: MdrecConfig, out: Location, log: Log) -> dict:
         .map_groups(_split, batch_format="pandas", fn_kwargs=dict(plan=ray.put(plan)))
         .materialize()
     )
-    tally = _counts(final, ["domain", "split", "held_out", "cold_case"], sums=("user_first",))
+    tally = tally_counts(final, ["domain", "split", "held_out", "cold_case"], sums=("user_first",))
     per_domain = tally.groupby("domain")[["n", "user_first"]].sum().rename(columns={"user_first": "users"})
 
     progress("writing interactions, train, cases, items, users, domains, stats")
