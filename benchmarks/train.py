@@ -59,13 +59,13 @@ def bench_config(models: list[dict], workers: int):
 
 
 def train_once(run_dir, model: dict, workers: int) -> dict:
-    from mdrec.experiment import REAL, RunKey
+    from mdrec.experiment import RunKey
     from mdrec.data.schema import Protocol
     from mdrec.train.stage import load_prepared, train_model
 
     cfg = bench_config([model], workers)
     prepared = load_prepared(run_dir, Protocol.warm)
-    key = RunKey(model["name"], REAL, Protocol.warm, 0)
+    key = RunKey(model["name"], "real", Protocol.warm, 0)
     # The fingerprint ignores the worker count: force, so each count really trains.
     result = train_model(cfg, run_dir, prepared, cfg.train.models[0], key, force=True)
     epoch = result["history"][0]

@@ -106,6 +106,22 @@ def generate(config: str, run_dir: str | None, overrides: tuple[str, ...], force
     _run_stages(config, run_dir, overrides, force, ["prepare", "generate"], force_only=["generate"])
 
 
+@cli.command("filter")
+@stage_options
+def filter_(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
+    """Filter and denoise the synthetic interactions: the filters in filter.steps, in order.
+
+    Runs on Ray tasks over the shards of <run-dir>/synthetic/raw/: validity, dedupe, seen (items
+    already in the user's real history), min_score, top_k, teacher (a model trained on real data
+    only scores every synthetic pair; the lowest share goes), popularity_cap and budget. Writes
+    <run-dir>/synthetic/filtered/ (kept rows), synthetic/dropped/ (each dropped row with the
+    filter that dropped it), synthetic/filter_report.json and synthetic/filter_scores.png (kept
+    against dropped scores); prints what each filter dropped. Runs `prepare` and `generate`
+    first when they are not current.
+    """
+    _run_stages(config, run_dir, overrides, force, ["prepare", "generate", "filter"], force_only=["filter"])
+
+
 @cli.command()
 @stage_options
 def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
@@ -139,11 +155,14 @@ def evaluate(config: str, run_dir: str | None, overrides: tuple[str, ...], force
 def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
     """Run the whole pipeline for CONFIG, resuming from committed stages.
 
-    Stages available so far: prepare, train, evaluate, report.
+    prepare -> generate -> filter -> train -> evaluate -> report. generate and filter run only
+    when train.variants has an augmented variant (raw, filtered). A killed run re-run with the
+    same config goes on from the last committed stage (and training from its last checkpoint).
     """
-    from mdrec.pipeline import RUN_ORDER
+    from mdrec.pipeline import run_order, run_stages
 
-    _run_stages(config, run_dir, overrides, force, RUN_ORDER)
+    cfg = _load(config, overrides, run_dir)
+    run_stages(cfg, _open_run_dir(cfg), run_order(cfg), force=force, log=_log)
 
 
 @cli.command()

@@ -248,6 +248,14 @@ class PrepareConfig(StrictModel):
 # --------------------------------------------------------------------------- train
 
 
+class Variant(str, enum.Enum):
+    """The training data of a run: every variant is scored on the same stored test candidates."""
+
+    real = "real"  # real interactions only
+    raw = "raw"  # + every synthetic interaction the generator wrote (synthetic/raw)
+    filtered = "filtered"  # + the synthetic interactions the filters kept (synthetic/filtered)
+
+
 class ModelSpec(StrictModel):
     name: str = Field(description="Registered model name (see mdrec/models).")
     params: dict[str, Any] = Field(
@@ -285,6 +293,15 @@ class TrainConfig(StrictModel):
         description="Training seeds (init, negatives, order); each trains its own model on the same prepared "
         "data, for mean and spread. Null means the top-level seed only.",
     )
+    variants: list[Variant] = Field(
+        default_factory=lambda: [Variant.real],
+        min_length=1,
+        description="Training data variants: real (real only), raw (+ all synthetic rows), filtered (+ the rows "
+        "the filters kept). Augmented variants make `mdrec run` generate and filter first.",
+    )
+    synthetic_weight: float = Field(
+        1.0, gt=0, le=10, description="Loss weight of a synthetic positive (and of the negatives drawn for it); real rows weigh 1."
+    )
     epochs: int = Field(10, gt=0, description="Maximum number of epochs.")
     batch_size: int = Field(1024, gt=0, description="Positives per batch on each worker (negatives are added).")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
@@ -301,12 +318,20 @@ class TrainConfig(StrictModel):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping.")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts, each resuming from the last checkpoint.")
 
-    @field_validator("protocols", "seeds")
+    @field_validator("protocols", "seeds", "variants")
     @classmethod
     def _no_repeats(cls, v):
         if v is not None and len(set(v)) != len(v):
             raise ValueError("must not repeat a value")
         return v
+
+    @field_validator("variants")
+    @classmethod
+    def _real_first(cls, v):
+        # Augmented variants are judged against real-only, case by case: it must be trained too.
+        if Variant.real not in v:
+            raise ValueError("must include real (every augmented variant is compared with it)")
+        return [Variant.real] + [x for x in v if x is not Variant.real]
 
 
 class EvaluateConfig(StrictModel):
@@ -513,6 +538,120 @@ class GenerateConfig(StrictModel):
         return v
 
 
+# --------------------------------------------------------------------------- filter
+
+
+class ValidityFilter(StrictModel):
+    """Drop rows whose item is not in the catalog of the row's domain (unknown id, or id and domain disagree)."""
+
+    name: Literal["validity"] = Field("validity", description="Selects this filter.")
+
+
+class DedupeFilter(StrictModel):
+    """Keep one row per (protocol, user, item): the best-scored one."""
+
+    name: Literal["dedupe"] = Field("dedupe", description="Selects this filter.")
+
+
+class SeenFilter(StrictModel):
+    """Drop items already in the user's real training history under the row's protocol (held-out rows are never read)."""
+
+    name: Literal["seen"] = Field("seen", description="Selects this filter.")
+
+
+class MinScoreFilter(StrictModel):
+    """Drop rows with a low backend score; give an absolute threshold or a quantile (per protocol and domain)."""
+
+    name: Literal["min_score"] = Field("min_score", description="Selects this filter.")
+    threshold: float | None = Field(
+        None, description="Drop rows scored below this, in the backend's own scale (cosine for semantic, 1/rank for "
+        "LLM choose mode, mean title log-probability for score mode, softmax probability for translator, training "
+        "count for popularity).")
+    quantile: float | None = Field(
+        None, ge=0, lt=1, description="Drop the rows below this quantile of the scores of their protocol and domain.")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "MinScoreFilter":
+        if (self.threshold is None) == (self.quantile is None):
+            raise ValueError("give exactly one of 'threshold' or 'quantile'")
+        return self
+
+
+class TopKFilter(StrictModel):
+    """Keep each user's k best-scored rows per protocol and domain."""
+
+    name: Literal["top_k"] = Field("top_k", description="Selects this filter.")
+    k: int = Field(2, gt=0, description="Rows kept per user, protocol and domain.")
+
+
+class TeacherFilter(StrictModel):
+    """A model trained on real data only scores every synthetic pair; the lowest-scored share goes.
+
+    The teacher is the real-only run of `model` for the row's protocol and the first training seed:
+    the train stage trains it anyway, so it is trained once and reused.
+    """
+
+    name: Literal["teacher"] = Field("teacher", description="Selects this filter.")
+    model: str | None = Field(None, description="A model of train.models; null: the first one.")
+    drop_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of each protocol and domain's rows dropped, the lowest teacher scores first.")
+
+
+class PopularityCapFilter(StrictModel):
+    """No item holds more than a share of its domain's synthetic rows, so exposure does not concentrate."""
+
+    name: Literal["popularity_cap"] = Field("popularity_cap", description="Selects this filter.")
+    max_share: float = Field(
+        0.02, gt=0, le=1, description="Most rows an item may have, as a share of its domain's synthetic rows (per "
+        "protocol; at least 1); an item's lowest-scored rows over the cap go.")
+
+
+class BudgetFilter(StrictModel):
+    """Caps synthetic volume per domain and protocol; the best-scored rows are kept."""
+
+    name: Literal["budget"] = Field("budget", description="Selects this filter.")
+    ratio: float | None = Field(
+        None, gt=0, description="At most this share of the domain's real training rows (under the protocol).")
+    relative_density: float | None = Field(
+        None, gt=0, description="At most enough rows to bring the domain's density (rows / users x items) to this share "
+        "of the rich domains' mean density.")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "BudgetFilter":
+        if (self.ratio is None) == (self.relative_density is None):
+            raise ValueError("give exactly one of 'ratio' or 'relative_density'")
+        return self
+
+
+FilterStep = Annotated[
+    Union[ValidityFilter, DedupeFilter, SeenFilter, MinScoreFilter, TopKFilter, TeacherFilter, PopularityCapFilter,
+          BudgetFilter],
+    Field(discriminator="name"),
+]
+
+
+def _default_filter_steps() -> list:
+    return [ValidityFilter(), DedupeFilter(), SeenFilter(), TeacherFilter(), PopularityCapFilter()]
+
+
+class FilterConfig(StrictModel):
+    steps: list[FilterStep] = Field(
+        default_factory=_default_filter_steps,
+        description="Filters applied in this order, each to the rows the ones before kept: validity, dedupe, seen, "
+        "min_score, top_k, teacher, popularity_cap, budget.")
+    tasks: int | None = Field(None, gt=0, description="Ray tasks the shards are split over; null: two per cluster CPU.")
+    cpus_per_task: float = Field(0.5, gt=0, description="CPUs reserved by each filter task.")
+
+    @field_validator("steps")
+    @classmethod
+    def _each_once(cls, v):
+        names = [s.name for s in v]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"each filter may appear once (repeated: {', '.join(repeated)})")
+        return v
+
+
 # --------------------------------------------------------------------------- runtime
 
 
@@ -535,6 +674,7 @@ class MdrecConfig(StrictModel):
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="The prepare stage.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The train stage.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="The generate stage.")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="The filter stage.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="The evaluate stage.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray runtime.")
 
@@ -589,8 +729,11 @@ def _first_line(e: Exception) -> str:
 
 def _error_location(loc: tuple) -> str:
     # Discriminated unions put the tag ('table', 'amazon', ...) into the location: drop it.
-    tags = {"table", "amazon", "world", "popularity", "semantic", "translator", "vllm"}
-    parts = [str(p) for i, p in enumerate(loc) if not (isinstance(p, str) and p in tags and i > 0 and loc[i - 1] in ("source", "backend"))]
+    tags = {"table", "amazon", "world", "popularity", "semantic", "translator", "vllm", "validity", "dedupe", "seen",
+            "min_score", "top_k", "teacher", "popularity_cap", "budget"}
+    parts = [str(p) for i, p in enumerate(loc)
+             if not (isinstance(p, str) and p in tags and i > 0 and (loc[i - 1] in ("source", "backend")
+                                                                    or isinstance(loc[i - 1], int)))]
     return ".".join(parts)
 
 

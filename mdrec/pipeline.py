@@ -6,7 +6,7 @@ from typing import Callable
 
 import click
 
-from mdrec.config import MdrecConfig
+from mdrec.config import MdrecConfig, Variant
 from mdrec.storage import RunDir
 
 Log = Callable[[str], None]
@@ -39,6 +39,15 @@ def _generate(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
     return report
 
 
+def _filter(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
+    from mdrec.filter.stage import run_filter
+    from mdrec.filter.summary import filter_table
+
+    report = run_filter(cfg, run_dir, force=force, log=log)
+    click.echo(filter_table(report))
+    return report
+
+
 def _evaluate(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
     from mdrec.evaluate.stage import run_evaluate
     from mdrec.evaluate.summary import evaluation_table
@@ -58,13 +67,21 @@ def _report(cfg: MdrecConfig, run_dir: RunDir, force: bool, log: Log):
 STAGES: dict[str, Callable] = {
     "prepare": _prepare,
     "generate": _generate,
+    "filter": _filter,
     "train": _train,
     "evaluate": _evaluate,
     "report": _report,
 }
-# What `mdrec run` does, in order. `generate` joins it once training reads synthetic rows (with
-# the filter stage); until then it runs on its own through `mdrec generate`.
-RUN_ORDER = ["prepare", "train", "evaluate", "report"]
+# What `mdrec run` does, in order.
+RUN_ORDER = ["prepare", "generate", "filter", "train", "evaluate", "report"]
+# Stages only augmented variants need: a real-only config skips them.
+SYNTHETIC_STAGES = {"generate", "filter"}
+
+
+def run_order(cfg: MdrecConfig) -> list[str]:
+    """The stages `mdrec run` runs for this config."""
+    augmented = any(v is not Variant.real for v in cfg.train.variants)
+    return [s for s in RUN_ORDER if augmented or s not in SYNTHETIC_STAGES]
 
 
 def run_stages(cfg: MdrecConfig, run_dir: RunDir, names: list[str], *, force: bool = False,

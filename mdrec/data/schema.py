@@ -41,6 +41,13 @@ class Split(str, enum.Enum):
     test = "test"  # warm: last interaction of a user in a domain; cold-start: test users
 
 
+class Source(str, enum.Enum):
+    """Where a training row comes from: the `source` column of training rows."""
+
+    real = "real"
+    synthetic = "synthetic"  # written by a generation backend; never in validation or test
+
+
 class Protocol(str, enum.Enum):
     """warm: leave-last-out for every user. cold_start: held-out users lose a cold domain from training."""
 

@@ -12,7 +12,10 @@ in its training data.
   the actors reduce them to per-case hr/ndcg and the top-K list; the driver only aggregates.
   These metrics carry a `full_` prefix.
 
-Output: `<run-dir>/evaluation/<model>/<variant>/<protocol>/seed-<n>/metrics.json`.
+Output: `<run-dir>/evaluation/<model>/<variant>/<protocol>/seed-<n>/`: metrics.json (per domain)
+and cases.parquet (NDCG@10, HR@10 and AUC of every test case, for the report's paired tests).
+Runs of an augmented variant are scored with their own context (the synthetic rows are part of a
+user's history and of the graph); full-catalog ranking still leaves out only real training items.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import ray
 import ray.data
 import torch
 
-from mdrec.config import MdrecConfig
+from mdrec.config import MdrecConfig, Variant
 from mdrec.data.schema import Protocol, Split
 from mdrec.errors import DataError
 from mdrec.evaluate import metrics
@@ -44,7 +47,7 @@ from mdrec.train.loop import score
 from mdrec.train.stage import load_context, read_dims
 
 Log = Callable[[str], None]
-FORMAT = 2  # bump when the metrics change, so committed evaluations are redone
+FORMAT = 3  # bump when the metrics change, so committed evaluations are redone
 
 
 def _list_column(values: np.ndarray, valid: np.ndarray) -> pa.ListArray:
@@ -60,13 +63,15 @@ class _Scorer:
     dominates on small data, is paid once): run i's outputs are the columns prefixed `i/`.
     """
 
-    def __init__(self, runs: list[tuple[str, dict, bytes]], dims, context, item_ranges, full_catalog: bool):
+    def __init__(self, runs: list[tuple[str, dict, bytes]], dims, context, seen, item_ranges, full_catalog: bool):
         self.models = []
         for name, params, weights in runs:
             model = build_model(name, params, dims, context)
             model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
             self.models.append(model.eval())
-        self.context, self.item_ranges, self.full_catalog = context, item_ranges, full_catalog
+        # `context` is what the models read (with a variant's synthetic rows); `seen` the user's real
+        # training items, which full-catalog ranking leaves out.
+        self.seen, self.item_ranges, self.full_catalog = seen, item_ranges, full_catalog
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         columns = {"case_id": pa.array(batch["case_id"].to_numpy()), "user_idx": pa.array(batch["user_idx"].to_numpy()),
@@ -92,7 +97,7 @@ class _Scorer:
         for user, domain, positive in zip(batch["user_idx"], batch["domain_idx"], batch["item_idx"]):
             start, end = self.item_ranges[int(domain)]
             keep = np.ones(end - start, dtype=bool)
-            seen = self.context.seen(int(user))
+            seen = self.seen.seen(int(user))
             keep[seen[(seen >= start) & (seen < end)] - start] = False
             keep[int(positive) - start] = False
             others.append(np.flatnonzero(keep) + start)
@@ -140,7 +145,7 @@ def _full_summary(run: int):
 
 
 def _score_cases(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, runs: list[tuple[str, dict, bytes]],
-                 context: InteractionContext, dims: Dims, ranges: dict[int, tuple[int, int]],
+                 context: InteractionContext, seen: InteractionContext, dims: Dims, ranges: dict[int, tuple[int, int]],
                  full_sample: dict[int, float] | None) -> pd.DataFrame:
     cases_path = run_dir.stage("prepared").location.join("cases")
     cases = ray.data.read_parquet(cases_path.path, filesystem=cases_path.fs).map_batches(
@@ -152,7 +157,8 @@ def _score_cases(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, runs: li
         batch_format="pandas",
         batch_size=64 if full else 2048,  # a full-catalog case scores a whole domain
         # Values, not object refs: Ray keeps constructor arguments alive for as long as actors start.
-        fn_constructor_kwargs=dict(runs=runs, dims=dims, context=context, item_ranges=ranges, full_catalog=full),
+        fn_constructor_kwargs=dict(runs=runs, dims=dims, context=context, seen=seen, item_ranges=ranges,
+                                  full_catalog=full),
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.evaluate.num_actors),
         num_cpus=cfg.evaluate.cpus_per_actor,
     ).to_pandas()
@@ -177,9 +183,27 @@ def _fingerprint(cfg: MdrecConfig, trained_fingerprint: str) -> str:
                                       "full_cases": ev.full_catalog_cases}).encode()).hexdigest()
 
 
+def _per_case(frame: pd.DataFrame, run: int, domain_names: dict) -> pa.Table:
+    """Each case's NDCG@10, HR@10 and AUC for one run: what the report's paired tests compare."""
+    items, valid = pad_rows(list(frame["items"]), 0, np.int64)
+    scores, _ = pad_rows(list(frame[f"{run}/scores"]), -np.inf, np.float64)
+    return pa.table({"case_id": frame["case_id"].to_numpy(),
+                     "domain": pa.array(frame["domain_idx"].map(domain_names).to_numpy(dtype=object)).dictionary_encode(),
+                     "user_idx": frame["user_idx"].to_numpy(),
+                     "ndcg@10": metrics.ndcg_at_k(scores, 10, valid), "hr@10": metrics.hit_rate_at_k(scores, 10, valid),
+                     "case_auc": metrics.case_auc(scores, valid)})
+
+
 def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, keys: list[RunKey], *,
                       force: bool = False, log: Log = lambda m: None) -> dict[RunKey, dict]:
-    """Every run of one protocol; the ones whose committed metrics are current are reused."""
+    """Every run of one protocol and variant; the ones whose committed metrics are current are reused."""
+    variants = {k.variant for k in keys}
+    if len(variants) > 1:  # each variant's models read their own context: one pass each
+        results = {}
+        for variant in sorted(variants):
+            results.update(evaluate_protocol(cfg, run_dir, protocol, [k for k in keys if k.variant == variant],
+                                             force=force, log=log))
+        return results
     results, todo = {}, []
     for key in keys:
         trained = run_dir.stage(f"models/{key.path}")
@@ -197,24 +221,26 @@ def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, key
         return results
 
     dims, ranges = read_dims(run_dir)
-    context = load_context(run_dir, protocol, dims)
+    seen = load_context(run_dir, protocol, dims)
+    variant = Variant(todo[0][0].variant)
+    context = seen if variant is Variant.real else load_context(run_dir, protocol, dims, variant)
     domains = run_dir.stage("prepared").location.join("domains.parquet").read_table().to_pandas()
     summaries = [trained.location.join("metrics.json").read_json() for _, trained, _, _ in todo]
     # Parameters as each committed model was trained, not as the config says now.
     runs = [(key.model, summary["params"], trained.location.join("model.pt").read_bytes())
             for (key, trained, _, _), summary in zip(todo, summaries)]
     started = time.perf_counter()
-    scored = _score_cases(cfg, run_dir, protocol, runs, context, dims, ranges, None)
+    scored = _score_cases(cfg, run_dir, protocol, runs, context, seen, dims, ranges, None)
     pass_seconds = time.perf_counter() - started
     if scored.empty:
         raise DataError(f"{run_dir.stage('prepared').location.uri}: no {protocol.value} test cases to evaluate")
     full, full_seconds = None, 0.0
     if cfg.evaluate.full_catalog:
         started = time.perf_counter()
-        full = _score_cases(cfg, run_dir, protocol, runs, context, dims, ranges,
+        full = _score_cases(cfg, run_dir, protocol, runs, context, seen, dims, ranges,
                             _full_sample_rates(cfg, run_dir, protocol))
         full_seconds = time.perf_counter() - started
-    log(f"evaluate {protocol.value}: {len(scored):,} test cases x {len(runs)} runs scored in {pass_seconds:.1f}s"
+    log(f"evaluate {protocol.value} {variant.value}: {len(scored):,} test cases x {len(runs)} runs scored in {pass_seconds:.1f}s"
         + (f", full catalog {len(full):,} cases in {full_seconds:.1f}s" if full is not None else ""))
 
     roles = dict(zip(domains["domain"], domains["role"]))
@@ -236,6 +262,7 @@ def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, key
         }
         with stage.writing(fp, meta={"model": key.model}) as out:
             out.join("metrics.json").write_json(result)
+            out.join("cases.parquet").write_table(_per_case(scored, i, dict(zip(domains["domain_idx"], domains["domain"]))))
         results[key] = result
     return results
 

@@ -27,7 +27,7 @@ import ray
 import ray.data
 
 from mdrec.config import MdrecConfig, Role, RoleMeasure
-from mdrec.data.schema import Protocol, Split
+from mdrec.data.schema import Protocol, Source, Split
 from mdrec.data.sources import LoadedSource, load_source, source_inputs
 from mdrec.errors import ConfigError, DataError
 from mdrec.prepare import shards
@@ -212,7 +212,7 @@ def _train_rows(batch: pa.Table) -> pa.Table:
             "domain_idx": rows["domain_idx"],
             "ts": rows["ts"],
             "label": pa.array(np.ones(n, dtype=np.int8)),
-            "source": pa.array(["real"] * n, pa.string()),
+            "source": pa.array([Source.real.value] * n, pa.string()),
             "weight": pa.array(np.ones(n, dtype=np.float32)),
             # The cold-start protocol trains on the rows with held_out = false.
             "held_out": rows["held_out"],

@@ -9,15 +9,33 @@ from mdrec.storage import RunDir
 KEY = ["model", "variant", "protocol", "seed"]
 
 
-def committed_metrics(run_dir: RunDir, stage: str) -> list[dict]:
-    """Every metrics.json under `<run-dir>/<stage>/` whose folder was committed."""
+def committed_folders(run_dir: RunDir, stage: str) -> list[str]:
+    """Every committed run folder under `<run-dir>/<stage>/` (those holding a metrics.json)."""
     root = run_dir.location.join(stage)
     found = []
     for f in root.files():
         rel = f.path[len(root.path.rstrip("/")) + 1:]
         if rel.endswith("/metrics.json") and run_dir.stage(f"{stage}/{rel[: -len('/metrics.json')]}").commit_record():
-            found.append(run_dir.location.join(stage, rel).read_json())
+            found.append(f"{stage}/{rel[: -len('/metrics.json')]}")
     return found
+
+
+def committed_metrics(run_dir: RunDir, stage: str) -> list[dict]:
+    """Every metrics.json under `<run-dir>/<stage>/` whose folder was committed."""
+    return [run_dir.location.join(folder, "metrics.json").read_json() for folder in committed_folders(run_dir, stage)]
+
+
+def test_cases(run_dir: RunDir, evaluations: list[dict]) -> pd.DataFrame:
+    """Per-case test metrics of every committed evaluation (for paired tests), with its run's key."""
+    frames = []
+    for m in evaluations:
+        loc = run_dir.location.join("evaluation", m["model"], m["variant"], m["protocol"], f"seed-{m['seed']}",
+                                    "cases.parquet")
+        if loc.exists():  # evaluations from before per-case output have none
+            frame = loc.read_table().to_pandas()
+            frame["domain"] = frame["domain"].astype(str)
+            frames.append(frame.assign(**{k: m[k] for k in KEY}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*KEY, "case_id", "domain"])
 
 
 def test_metrics(evaluations: list[dict]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def _png(fig) -> bytes:
+def png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -43,7 +43,7 @@ def metric_bars(summary: pd.DataFrame, metric: str) -> bytes:
         ax.set_title(f"{metric}, {protocol} protocol")
         ax.set_ylabel(metric)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _png(fig)
+    return png(fig)
 
 
 def accuracy_vs_fairness(summary: pd.DataFrame, accuracy: str = "ndcg@10", fairness: str = "gini_exposure@10") -> bytes:
@@ -57,7 +57,7 @@ def accuracy_vs_fairness(summary: pd.DataFrame, accuracy: str = "ndcg@10", fairn
     ax.set_xlabel(f"{fairness} (lower: exposure spread more evenly)")
     ax.set_ylabel(accuracy)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def training_curves(curves: pd.DataFrame, metric: str) -> bytes:
@@ -70,4 +70,28 @@ def training_curves(curves: pd.DataFrame, metric: str) -> bytes:
         ax.set_title(f"{metric.removeprefix('valid_')} on validation, {protocol}")
         ax.set_xlabel("epoch")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _png(fig)
+    return png(fig)
+
+
+def augmentation_deltas(table: pd.DataFrame, metric: str = "ndcg@10") -> bytes:
+    """Augmented minus real-only per domain (groups) and model-variant (bars), ± std over seeds;
+    a star marks p < 0.05 (paired over test cases), one panel per protocol."""
+    fig, axes, panels = _panel_per_protocol(table)
+    for ax, protocol, rows in panels:
+        domains = list(dict.fromkeys(rows["domain"]))
+        runs = sorted({(m, v) for m, v in zip(rows["model"], rows["variant"])})
+        width = 0.8 / max(len(runs), 1)
+        for i, (model, variant) in enumerate(runs):
+            sel = rows[(rows["model"] == model) & (rows["variant"] == variant)].set_index("domain")
+            x = np.arange(len(domains)) + i * width
+            deltas = [sel[f"{metric}_delta"].get(d, np.nan) for d in domains]
+            bars = ax.bar(x, deltas, width, yerr=[sel[f"{metric}_delta_std"].get(d, 0.0) for d in domains], capsize=2,
+                          label=f"{model} +{variant}")
+            for bar, d in zip(bars, domains):
+                if sel[f"{metric}_p"].get(d, 1.0) < 0.05:
+                    ax.annotate("*", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", fontsize=12)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains)
+        ax.set_title(f"{metric}: augmented - real only, {protocol}")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return png(fig)

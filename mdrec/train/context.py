@@ -77,6 +77,27 @@ class InteractionContext:
         """Each query's last `length` items strictly before its ts, oldest first, left-padded."""
         return self.histories(self.history_ends(user, ts), length)
 
+    def with_rows(self, user, item, domain, ts) -> "InteractionContext":
+        """This context plus more rows (synthetic interactions), as a new context."""
+        return InteractionContext.from_rows(
+            self.num_users, self.num_items, self.num_domains,
+            np.concatenate([self.row_users(), np.asarray(user, dtype=np.int64)]),
+            np.concatenate([self.items, np.asarray(item, dtype=np.int64)]),
+            np.concatenate([self.domains, np.asarray(domain, dtype=np.int64)]),
+            np.concatenate([self.ts, np.asarray(ts, dtype=np.int64)]))
+
+    def next_ts(self, user: np.ndarray) -> np.ndarray:
+        """One past each user's last training row time (0 without rows): where synthetic rows go.
+
+        Synthetic interactions are inferred from the whole training history, so they come after it;
+        all of a user's synthetic rows share this time, so none reads another as history.
+        """
+        user = np.asarray(user, dtype=np.int64)
+        end = self.offsets[user + 1]
+        has = end > self.offsets[user]
+        last = self.ts[np.clip(end - 1, 0, None)] if len(self.ts) else np.zeros(len(user), dtype=np.int64)
+        return np.where(has, last + 1, 0)
+
     def user_domains(self) -> np.ndarray:
         """(num_users, num_domains) bool: which domains each user has training rows in."""
         active = np.zeros((self.num_users, self.num_domains), dtype=bool)

@@ -13,18 +13,19 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 import ray.data
 import torch
 
-from mdrec.config import MdrecConfig, ModelSpec
-from mdrec.data.schema import Protocol, Split
+from mdrec.config import MdrecConfig, ModelSpec, Variant
+from mdrec.data.schema import Protocol, Source, Split
 from mdrec.errors import DataError
 from mdrec.experiment import RunKey, grid
 from mdrec.models import Dims, build_model
@@ -37,7 +38,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class PreparedData:
-    """What training needs from `prepared/`, read once for every model."""
+    """What training needs from `prepared/` (and, for augmented variants, `synthetic/`), read once."""
 
     protocol: Protocol
     dims: Dims
@@ -47,7 +48,10 @@ class PreparedData:
     valid: Candidates
     context: InteractionContext
     fingerprint: str
-    valid_ref: object = None  # object-store copies, shared by every run of the protocol
+    variant: Variant = Variant.real
+    synthetic: pd.DataFrame | None = None  # augmented variants: the synthetic training rows (TRAIN_COLUMNS)
+    synthetic_fingerprint: str | None = None
+    valid_ref: object = None  # object-store copies, shared by every run of the protocol and variant
     context_ref: object = None
 
     def shared(self) -> tuple:
@@ -77,6 +81,7 @@ def read_dims(run_dir: RunDir) -> tuple[Dims, dict[int, tuple[int, int]]]:
 
 
 TRAIN_COLUMNS = ["user_idx", "item_idx", "domain_idx", "ts", "weight"]
+DATASET_COLUMNS = [*TRAIN_COLUMNS, "source"]  # what the workers read: `source` is real or synthetic
 
 
 def _train_rows(batch: pd.DataFrame, *, protocol: str, columns: list[str] = TRAIN_COLUMNS) -> pd.DataFrame:
@@ -86,14 +91,53 @@ def _train_rows(batch: pd.DataFrame, *, protocol: str, columns: list[str] = TRAI
     return batch[columns]
 
 
-def load_context(run_dir: RunDir, protocol: Protocol, dims: Dims | None = None) -> InteractionContext:
-    """Every training row of the protocol, as histories and a graph (see train/context.py)."""
+def load_context(run_dir: RunDir, protocol: Protocol, dims: Dims | None = None,
+                 variant: Variant = Variant.real) -> InteractionContext:
+    """Every training row of the protocol (and the variant's synthetic rows), as histories and a graph."""
     dims = dims or read_dims(run_dir)[0]
     train = run_dir.stage("prepared").location.join("train")
     table = train.read_table(columns=["user_idx", "item_idx", "domain_idx", "ts", "held_out"]).to_pandas()
     rows = _train_rows(table, protocol=protocol.value, columns=TRAIN_COLUMNS[:4])
-    return InteractionContext.from_rows(dims.num_users, dims.num_items, dims.num_domains, rows["user_idx"],
+    real = InteractionContext.from_rows(dims.num_users, dims.num_items, dims.num_domains, rows["user_idx"],
                                         rows["item_idx"], rows["domain_idx"], rows["ts"])
+    if variant is Variant.real:
+        return real
+    synthetic, _ = synthetic_rows(run_dir, protocol, variant, real)
+    return real.with_rows(synthetic["user_idx"], synthetic["item_idx"], synthetic["domain_idx"], synthetic["ts"])
+
+
+def synthetic_rows(run_dir: RunDir, protocol: Protocol, variant: Variant,
+                   real: InteractionContext) -> tuple[pd.DataFrame, str]:
+    """A variant's synthetic rows for one protocol, as training rows, and the fingerprint they come from.
+
+    They never reach validation or test: those read only `prepared/cases`. Each row is placed
+    just after its user's last real training row (see InteractionContext.next_ts).
+    """
+    stage = run_dir.stage(f"synthetic/{variant.value}")
+    record = stage.commit_record()
+    if record is None:
+        step = "generate" if variant is Variant.raw else "filter"
+        raise DataError(f"{stage.location.uri}: no {variant.value} synthetic interactions yet (run `mdrec {step}` first)")
+    columns = ["user_idx", "item_idx", "domain_idx"]
+    if stage.location.files():
+        table = stage.location.read_table(columns=[*columns, "protocol"], filter=pc.field("protocol") == protocol.value)
+        rows = table.select(columns).to_pandas()
+    else:
+        rows = pd.DataFrame({c: np.array([], dtype=np.int64) for c in columns})
+    rows["ts"] = real.next_ts(rows["user_idx"].to_numpy())
+    return rows, record["fingerprint"]
+
+
+def with_variant(prepared: PreparedData, run_dir: RunDir, variant: Variant, weight: float) -> PreparedData:
+    """The protocol's data for a variant: real rows, plus synthetic ones in training and in the context."""
+    if variant is Variant.real:
+        return prepared
+    rows, fp = synthetic_rows(run_dir, prepared.protocol, variant, prepared.context)
+    rows["weight"] = np.float32(weight)
+    rows["source"] = Source.synthetic.value
+    context = prepared.context.with_rows(rows["user_idx"], rows["item_idx"], rows["domain_idx"], rows["ts"])
+    return replace(prepared, variant=variant, synthetic=rows[DATASET_COLUMNS], synthetic_fingerprint=fp,
+                   context=context, valid_ref=None, context_ref=None)
 
 
 def load_prepared(run_dir: RunDir, protocol: Protocol) -> PreparedData:
@@ -113,11 +157,13 @@ def load_prepared(run_dir: RunDir, protocol: Protocol) -> PreparedData:
 
 
 def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec, key: RunKey) -> str:
-    # What changes the trained weights; not how many workers or seeds/protocols sit beside it.
+    # What changes the trained weights; not how many workers or seeds/protocols/variants sit beside it.
     payload = {"prepared": prepared.fingerprint, "key": key.path, "spec": spec.model_dump(mode="json"),
                "train": cfg.train.model_dump(mode="json", exclude={"models", "protocols", "seeds", "num_workers",
                                                                    "use_gpu", "resources_per_worker", "max_failures",
-                                                                   "torch_threads"})}
+                                                                   "torch_threads", "variants", "synthetic_weight"})}
+    if prepared.variant is not Variant.real:
+        payload["synthetic"] = {"from": prepared.synthetic_fingerprint, "weight": cfg.train.synthetic_weight}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -136,8 +182,11 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
         return stage.location.join("metrics.json").read_json()
     t = cfg.train
     dataset = ray.data.read_parquet(prepared.train_path, filesystem=prepared.fs).map_batches(
-        _train_rows, batch_format="pandas", fn_kwargs=dict(protocol=key.protocol.value)
+        _train_rows, batch_format="pandas", fn_kwargs=dict(protocol=key.protocol.value, columns=DATASET_COLUMNS)
     )
+    if prepared.synthetic is not None and len(prepared.synthetic):
+        # Synthetic positives are few next to the real rows: one more block, their weight set.
+        dataset = dataset.union(ray.data.from_arrow(pa.Table.from_pandas(prepared.synthetic, preserve_index=False)))
     valid_ref, context_ref = prepared.shared()
     storage = run_dir.location.join(".train")
     run_name = f"{key.model}-{key.variant}-{key.protocol.value}-{fp[:16]}"
@@ -183,6 +232,8 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
         "protocol": key.protocol.value,
         "seed": key.seed,
         "params": spec.params,
+        "synthetic_rows": 0 if prepared.synthetic is None else len(prepared.synthetic),
+        "synthetic_weight": None if prepared.synthetic is None else cfg.train.synthetic_weight,
         "best_epoch": best["epoch"],
         "early_stopping_metric": t.early_stopping.metric,
         "best_value": best["value"],
@@ -213,7 +264,9 @@ def run_train(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Lo
         build_model(spec.name, spec.params, dims)
     results: dict[RunKey, dict] = {}
     for protocol in cfg.train.protocols:
-        prepared = load_prepared(run_dir, protocol)
-        for key in (k for k in grid(cfg) if k.protocol == protocol):
-            results[key] = train_model(cfg, run_dir, prepared, specs[key.model], key, force=force, log=log)
+        real = load_prepared(run_dir, protocol)
+        for variant in cfg.train.variants:
+            prepared = with_variant(real, run_dir, variant, cfg.train.synthetic_weight)
+            for key in (k for k in grid(cfg) if k.protocol == protocol and k.variant == variant.value):
+                results[key] = train_model(cfg, run_dir, prepared, specs[key.model], key, force=force, log=log)
     return results

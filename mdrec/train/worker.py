@@ -79,8 +79,9 @@ def train_loop(config: dict) -> None:
     for epoch in range(start, train_cfg["epochs"]):
         rng = np.random.default_rng([config["seed"], epoch, rank])
         wrapped.train()
-        started, total, seen = time.perf_counter(), 0.0, 0
+        started, total, seen, synthetic = time.perf_counter(), 0.0, 0, 0
         for b in shard.iter_batches(batch_size=train_cfg["batch_size"], batch_format="numpy"):
+            synthetic += int(np.count_nonzero(b["source"] == "synthetic"))
             examples = with_sampled_negatives(
                 b["user_idx"], b["item_idx"], b["domain_idx"], b["ts"], b["weight"],
                 config["item_ranges"], train_cfg["negatives_per_positive"], rng,
@@ -97,7 +98,8 @@ def train_loop(config: dict) -> None:
         value = summary[stop_metric]
         if value > best["value"]:
             best = {"value": value, "epoch": epoch, "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        record = {"epoch": epoch, "loss": total / max(seen, 1), "examples": seen, "train_seconds": train_seconds,
+        record = {"epoch": epoch, "loss": total / max(seen, 1), "examples": seen, "synthetic_positives": synthetic,
+                  "train_seconds": train_seconds,
                   "eval_seconds": eval_seconds, **{f"valid_{k}": v for k, v in summary.items()}}
         history.append(record)
         stop = epoch - best["epoch"] >= patience

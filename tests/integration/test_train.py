@@ -11,7 +11,7 @@ import torch
 
 from mdrec.config import config_from_dict
 from mdrec.data.schema import Protocol
-from mdrec.experiment import REAL, RunKey
+from mdrec.experiment import RunKey
 from mdrec.models import build_model
 from mdrec.prepare.stage import run_prepare
 from mdrec.storage import RunDir
@@ -34,7 +34,7 @@ def train_config(epochs=3, workers=1, models=(TINY_STAR,), protocols=("warm",), 
 
 
 def warm(model: str, seed: int = 0) -> RunKey:
-    return RunKey(model, REAL, Protocol.warm, seed)
+    return RunKey(model, "real", Protocol.warm, seed)
 
 
 @pytest.fixture(scope="module")
