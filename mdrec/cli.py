@@ -125,13 +125,15 @@ def filter_(config: str, run_dir: str | None, overrides: tuple[str, ...], force:
 @cli.command()
 @stage_options
 def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
-    """Train every model in CONFIG's `train.models` on Ray Train, from the prepared data.
+    """Train every model in CONFIG's `train.models` on Ray Train.
 
-    One TorchTrainer run per model, protocol (train.protocols) and seed (train.seeds), with
+    One TorchTrainer run per model, protocol (train.protocols), variant (train.variants: real
+    rows only, + synthetic/raw, + synthetic/filtered; synthetic rows weigh
+    train.synthetic_weight and never enter validation) and seed (train.seeds), with
     train.num_workers workers (DDP), a checkpoint per epoch under <run-dir>/.train/, early
     stopping on a validation metric, and resume from the last checkpoint after a failure or a
-    re-run. Commits <run-dir>/models/<model>/real/<protocol>/seed-<n>/ (model.pt, metrics.json)
-    and prints each run's best validation epoch; each epoch prints a progress line.
+    re-run. Commits <run-dir>/models/<model>/<variant>/<protocol>/seed-<n>/ (model.pt,
+    metrics.json) and prints each run's best validation epoch; each epoch prints a progress line.
     """
     _run_stages(config, run_dir, overrides, force, ["train"])
 
@@ -142,10 +144,12 @@ def evaluate(config: str, run_dir: str | None, overrides: tuple[str, ...], force
     """Score the test cases with every trained run in CONFIG and compute metrics per domain.
 
     Cases of the protocol each model was trained for are scored by Ray Data actors
-    (evaluate.num_actors); AUC, GAUC, logloss, HR@K, NDCG@K, coverage@K and Gini of exposure
-    (K = 5, 10, 20), and the Gini of per-user NDCG@10 are committed to
-    <run-dir>/evaluation/<model>/real/<protocol>/seed-<n>/metrics.json and printed. With
-    evaluate.full_catalog, a sample of cases is also ranked against the whole domain (full_*).
+    (evaluate.num_actors), every variant on the same stored candidates; AUC, GAUC, logloss,
+    HR@K, NDCG@K, coverage@K and Gini of exposure (K = 5, 10, 20), and the Gini of per-user
+    NDCG@10 are committed to <run-dir>/evaluation/<model>/<variant>/<protocol>/seed-<n>/
+    (metrics.json; cases.parquet with each case's NDCG@10, HR@10 and AUC for paired tests) and
+    printed. With evaluate.full_catalog, a sample of cases is also ranked against the whole
+    domain (full_*).
     """
     _run_stages(config, run_dir, overrides, force, ["evaluate"])
 
@@ -170,9 +174,11 @@ def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: boo
 def report(run_dir: str) -> None:
     """Write <RUN_DIR>/report/ from the committed metrics: report.md, summary.csv and PNG plots.
 
-    One Markdown table per domain (protocol x model x variant, mean ± std over seeds), the
-    time of a training epoch next to the time to score the test cases, and plots. RUN_DIR may
-    be a local path or s3://bucket/prefix.
+    Each augmented variant against real-only per domain (difference, paired t-test over the
+    test cases, Holm-adjusted, seeds better, fairness side by side), one Markdown table per
+    domain (protocol x model x variant, mean ± std over seeds), the time of a training epoch
+    next to the time to score the test cases, and plots. RUN_DIR may be a local path or
+    s3://bucket/prefix.
     """
     from mdrec.report.stage import build_report
     from mdrec.storage import RunDir

@@ -8,7 +8,7 @@ on the driver (see steps.py). Nothing is deleted until the end, so every dropped
 name of the filter that dropped it.
 
 Output, committed together:
-- `<run-dir>/synthetic/filtered/`: the kept rows (the schema of synthetic/raw);
+- `<run-dir>/synthetic/filtered/`: the kept rows (the schema of synthetic/raw, plus `teacher_score`);
 - `<run-dir>/synthetic/dropped/`: the dropped rows, with `dropped_by` and `teacher_score`;
 - `<run-dir>/synthetic/filter_report.json` and `filter_scores.png` (kept against dropped scores).
 """
@@ -39,7 +39,7 @@ STAGE = "synthetic/filtered"
 DROPPED = "synthetic/dropped"
 REPORT = "synthetic/filter_report.json"
 PLOT = "synthetic/filter_scores.png"
-FORMAT = 1  # bump when the output changes, so committed outputs are redone
+FORMAT = 2  # bump when the output changes, so committed outputs are redone
 RAW = "synthetic/raw"
 SAMPLE_PER_TASK = 4000  # rows per task sent back for the score plot
 
@@ -136,9 +136,10 @@ def _write(df: pd.DataFrame, chunk: int, kept_dir: Location, dropped_dir: Locati
     """Write the chunk's kept and dropped rows; return counts and a sample of scores for the plot."""
     name = f"part-{chunk:05d}.parquet"
     gone = df["dropped_by"].notna()
-    kept = pa.Table.from_pandas(df.loc[~gone, schema.names], schema=schema, preserve_index=False)
+    kept_schema = schema.append(pa.field("teacher_score", pa.float64()))  # null without a teacher step
+    kept = pa.Table.from_pandas(df.loc[~gone, kept_schema.names], schema=kept_schema, preserve_index=False)
     kept_dir.join(name).write_table(kept)
-    dropped_schema = schema.append(pa.field("dropped_by", pa.string())).append(pa.field("teacher_score", pa.float64()))
+    dropped_schema = kept_schema.append(pa.field("dropped_by", pa.string()))
     dropped = pa.Table.from_pandas(df.loc[gone, dropped_schema.names], schema=dropped_schema, preserve_index=False)
     dropped_dir.join(name).write_table(dropped)
     status = df["dropped_by"].fillna("kept")

@@ -108,9 +108,22 @@ def quantile_limits(counts: pd.DataFrame, cfg: MinScoreFilter, ctx: FilterContex
     return _keep_share(counts, cfg.quantile)
 
 
+def share_cap(counts: np.ndarray, share: float) -> int:
+    """The largest per-item cap L with L <= share x (rows left once every item is cut to L).
+
+    Capping shrinks the total, so a cap taken from the total before capping would still let
+    items above the share afterwards; the largest fixed point does not. At least 1.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    cap = int(counts.max(initial=0))
+    while cap > 1 and cap > share * np.minimum(counts, cap).sum():
+        cap = int(np.floor(share * np.minimum(counts, cap).sum()))
+    return max(1, cap)
+
+
 def popularity_limits(counts: pd.DataFrame, cfg: PopularityCapFilter, ctx: FilterContext) -> np.ndarray:
-    total = counts.groupby(KEY)["n"].transform("sum").to_numpy()
-    return np.maximum(1, np.floor(cfg.max_share * total)).astype(np.int64)
+    caps = counts.groupby(KEY)["n"].transform(lambda n: share_cap(n.to_numpy(), cfg.max_share))
+    return caps.to_numpy(dtype=np.int64)
 
 
 def budget_limits(counts: pd.DataFrame, cfg: BudgetFilter, ctx: FilterContext) -> np.ndarray:
@@ -161,7 +174,7 @@ STEPS: dict[type, Callable[[object], Step]] = {
     TopKFilter: lambda c: Step(f"beyond the user's {c.k} best in the domain", drop=top_k),
     TeacherFilter: lambda c: Step(f"lowest {c.drop_fraction:.0%} by a real-data teacher's score", limits=teacher_limits,
                                   order="teacher_score", needs_teacher=True),
-    PopularityCapFilter: lambda c: Step(f"item over {c.max_share:.1%} of its domain's synthetic rows",
+    PopularityCapFilter: lambda c: Step(f"item over {c.max_share:.1%} of its domain's kept synthetic rows",
                                         limits=popularity_limits, groups=(*KEY, "item_idx")),
     BudgetFilter: lambda c: Step("over the domain's budget " + (f"({c.ratio:g} x real rows)" if c.ratio is not None
                                                                  else f"({c.relative_density:g} x rich density)"),
