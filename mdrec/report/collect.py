@@ -57,10 +57,17 @@ def timings(evaluations: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*KEY, "epoch_seconds", "score_seconds"])
 
 
-def training_curves(run_dir: RunDir) -> pd.DataFrame:
+def best_validation(trained: list[dict]) -> pd.DataFrame:
+    """Per trained run: the early-stopping metric's best validation value (what settings are chosen on)."""
+    rows = [{**{k: m[k] for k in KEY}, "metric": m["early_stopping_metric"], "value": float(m["best_value"])}
+            for m in trained]
+    return pd.DataFrame(rows, columns=[*KEY, "metric", "value"])
+
+
+def training_curves(trained: list[dict]) -> pd.DataFrame:
     """Columns: model, variant, protocol, seed, epoch, metric (valid_*, loss), value."""
     rows = []
-    for m in committed_metrics(run_dir, "models"):
+    for m in trained:
         for h in m["history"]:
             for metric, value in h.items():
                 if metric == "loss" or metric.startswith("valid_"):

@@ -26,20 +26,28 @@ def _panel_per_protocol(part: pd.DataFrame):
     return fig, axes, [(ax, p, part[part["protocol"] == p]) for ax, p in zip(axes[0], protocols)]
 
 
+def _grouped_bars(ax, rows: pd.DataFrame, value: str, error: str, label) -> list[tuple]:
+    """Bars of `value` ± `error` per domain (groups) and (model, variant) (bars); returns, per bar
+    series, its bars, its rows by domain and the domains, for annotations."""
+    domains = list(dict.fromkeys(rows["domain"]))
+    runs = sorted({(m, v) for m, v in zip(rows["model"], rows["variant"])})
+    width = 0.8 / max(len(runs), 1)
+    drawn = []
+    for i, (model, variant) in enumerate(runs):
+        sel = rows[(rows["model"] == model) & (rows["variant"] == variant)].set_index("domain")
+        x = np.arange(len(domains)) + i * width
+        bars = ax.bar(x, [sel[value].get(d, np.nan) for d in domains], width,
+                      yerr=[sel[error].get(d, 0.0) for d in domains], capsize=2, label=label(model, variant))
+        drawn.append((bars, sel, domains))
+    ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains)
+    return drawn
+
+
 def metric_bars(summary: pd.DataFrame, metric: str) -> bytes:
     """One panel per protocol: the metric per domain (groups) and model-variant (bars), ± std."""
     fig, axes, panels = _panel_per_protocol(summary[summary["metric"] == metric])
     for ax, protocol, rows in panels:
-        domains = list(dict.fromkeys(rows["domain"]))
-        runs = sorted({(m, v) for m, v in zip(rows["model"], rows["variant"])})
-        width = 0.8 / max(len(runs), 1)
-        for i, (model, variant) in enumerate(runs):
-            sel = rows[(rows["model"] == model) & (rows["variant"] == variant)].set_index("domain")
-            x = np.arange(len(domains)) + i * width
-            means = [sel["mean"].get(d, np.nan) for d in domains]
-            stds = [sel["std"].get(d, 0.0) for d in domains]
-            ax.bar(x, means, width, yerr=stds, capsize=2, label=f"{model} ({variant})")
-        ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains)
+        _grouped_bars(ax, rows, "mean", "std", lambda model, variant: f"{model} ({variant})")
         ax.set_title(f"{metric}, {protocol} protocol")
         ax.set_ylabel(metric)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -78,20 +86,15 @@ def augmentation_deltas(table: pd.DataFrame, metric: str = "ndcg@10") -> bytes:
     a star marks p < 0.05 (paired over test cases), one panel per protocol."""
     fig, axes, panels = _panel_per_protocol(table)
     for ax, protocol, rows in panels:
-        domains = list(dict.fromkeys(rows["domain"]))
-        runs = sorted({(m, v) for m, v in zip(rows["model"], rows["variant"])})
-        width = 0.8 / max(len(runs), 1)
-        for i, (model, variant) in enumerate(runs):
-            sel = rows[(rows["model"] == model) & (rows["variant"] == variant)].set_index("domain")
-            x = np.arange(len(domains)) + i * width
-            deltas = [sel[f"{metric}_delta"].get(d, np.nan) for d in domains]
-            bars = ax.bar(x, deltas, width, yerr=[sel[f"{metric}_delta_std"].get(d, 0.0) for d in domains], capsize=2,
-                          label=f"{model} +{variant}")
+        drawn = _grouped_bars(ax, rows, f"{metric}_delta", f"{metric}_delta_std",
+                              lambda model, variant: f"{model} +{variant}")
+        for bars, sel, domains in drawn:
             for bar, d in zip(bars, domains):
                 if sel[f"{metric}_p"].get(d, 1.0) < 0.05:
-                    ax.annotate("*", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", fontsize=12)
+                    up = bar.get_height() >= 0  # above a gain, below a loss, clear of the error bar
+                    ax.annotate("*", (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(8, 6 if up else -14),
+                                textcoords="offset points", ha="center", fontsize=12)
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains)
         ax.set_title(f"{metric}: augmented - real only, {protocol}")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return png(fig)

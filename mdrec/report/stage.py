@@ -37,7 +37,9 @@ def build_report(run_dir: RunDir, log=lambda m: None) -> dict:
     if long.empty:
         raise DataError(f"{run_dir.uri}: no committed evaluation to report (run `mdrec evaluate` first)")
     summary = tables.aggregate(long)
-    curves = collect.training_curves(run_dir)
+    trained = collect.committed_metrics(run_dir, "models")  # read once: curves and validation
+    curves = collect.training_curves(trained)
+    validation = collect.best_validation(trained)
     timings = collect.timings(evaluations)
     comparison = compare.compare(collect.test_cases(run_dir, evaluations), summary)
     fingerprint = hashlib.sha256(json.dumps([long.to_csv(index=False), curves.to_csv(index=False),
@@ -66,6 +68,12 @@ def build_report(run_dir: RunDir, log=lambda m: None) -> dict:
             parts += [f"### {domain} ({roles[domain]} domain)", "", table, ""]
     for domain, table in tables.domain_tables(summary).items():
         parts += [f"## {domain} ({roles[domain]} domain)", "", table, ""]
+    if not validation.empty:
+        parts += ["## Validation", "",
+                  "The early-stopping metric at each run's best epoch, over the protocol's validation cases (all "
+                  "domains; under cold_start only the held-out users of the cold domains). Choose filter settings "
+                  "and synthetic weights on these numbers, never on the test tables above.", "",
+                  tables.validation_table(validation), ""]
     timing = _timing_table(timings)
     if timing:
         parts += ["## Time", "", timing, ""]

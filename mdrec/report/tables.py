@@ -42,3 +42,14 @@ def domain_tables(summary: pd.DataFrame) -> dict[str, str]:
             lines.append(f"| {protocol} | {model} | {variant} | {seeds} | " + " | ".join(cells) + " |")
         tables[domain] = "\n".join(lines)
     return tables
+
+
+def validation_table(validation: pd.DataFrame) -> str:
+    """Markdown: protocol x model x variant, the best validation value, mean ± std over seeds."""
+    lines = ["| protocol | model | variant | metric | seeds | best validation |", "|---|---|---|---|---|---|"]
+    grouped = validation.groupby(["protocol", "model", "variant", "metric"], sort=True)["value"]
+    for (protocol, model, variant, metric), values in grouped:
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        lines.append(f"| {protocol} | {model} | {variant} | {metric} | {len(values)} | "
+                     f"{_cell(float(values.mean()), std, len(values), metric)} |")
+    return "\n".join(lines)

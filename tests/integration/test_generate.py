@@ -20,7 +20,7 @@ from mdrec.generate.stage import HANG_ENV, run_generate
 from mdrec.prepare.stage import run_prepare
 from mdrec.storage import RunDir
 from tests.conftest import REPO, run_cli
-from tests.integration.conftest import world_config, write_config
+from tests.integration.conftest import kill_processes_using, world_config, write_config
 
 
 def generate_config(backend: str = "popularity", **generate) -> dict:
@@ -120,16 +120,6 @@ def test_rerun_reuses_and_same_seed_same_rows(backend_runs, prepared, tmp_path, 
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["protocol", "user_id", "rank"]).reset_index(drop=True)
-
-
-def kill_processes_using(marker: str) -> None:
-    for pid in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue
 
 
 def test_killed_run_resumes_without_lost_or_duplicated_rows(backend_runs, prepared, tmp_path):

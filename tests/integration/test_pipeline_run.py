@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.integration.conftest import world_config, write_config
+from tests.integration.conftest import kill_processes_using, world_config, write_config
 
 STEPS = [
     {"name": "validity"}, {"name": "dedupe"}, {"name": "seen"},
@@ -145,6 +145,10 @@ def test_report_compares_augmented_with_real_only(pipeline_run):
     for row in comparison.itertuples():
         assert f"| cold_start | star | {row.variant} |" in text
     assert (run_dir / "report" / "augmentation.png").exists()
+    # The validation table (what filter settings are chosen on) has every variant.
+    validation = text[text.index("## Validation"):]
+    for variant in ("real", "raw", "filtered"):
+        assert f"| cold_start | star | {variant} | ndcg@10 | 1 |" in validation
 
 
 def test_rerun_reuses_every_stage(pipeline_run):
@@ -156,16 +160,6 @@ def test_rerun_reuses_every_stage(pipeline_run):
                   "evaluate star raw cold_start seed 0: reusing"):
         assert stage in err, stage
     assert (run_dir / "report" / "summary.csv").read_text() == before
-
-
-def kill_processes_using(marker: str) -> None:
-    for pid in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue
 
 
 def test_killed_mid_training_resumes_and_gives_the_same_report(pipeline_run, tmp_path):
