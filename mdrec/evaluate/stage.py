@@ -44,7 +44,7 @@ from mdrec.storage import RunDir
 from mdrec.train.examples import Candidates, pad_rows
 from mdrec.train.context import InteractionContext
 from mdrec.train.loop import score
-from mdrec.train.stage import load_context, read_dims
+from mdrec.train.stage import load_context, read_dims, with_synthetic_context
 
 Log = Callable[[str], None]
 FORMAT = 3  # bump when the metrics change, so committed evaluations are redone
@@ -223,7 +223,7 @@ def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, key
     dims, ranges = read_dims(run_dir)
     seen = load_context(run_dir, protocol, dims)
     variant = Variant(todo[0][0].variant)
-    context = seen if variant is Variant.real else load_context(run_dir, protocol, dims, variant)
+    context = with_synthetic_context(run_dir, protocol, variant, seen)  # no second read of the training rows
     domains = run_dir.stage("prepared").location.join("domains.parquet").read_table().to_pandas()
     summaries = [trained.location.join("metrics.json").read_json() for _, trained, _, _ in todo]
     # Parameters as each committed model was trained, not as the config says now.

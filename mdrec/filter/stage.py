@@ -198,7 +198,7 @@ def _teachers(cfg: MdrecConfig, run_dir: RunDir, step: TeacherFilter, protocols:
     return out
 
 
-def _teacher_fingerprints(run_dir: RunDir, teachers: dict) -> dict:
+def _teacher_fingerprints(teachers: dict) -> dict:
     return {p: hashlib.sha256(t[2]).hexdigest() for p, t in sorted(teachers.items())}
 
 
@@ -245,7 +245,7 @@ def run_filter(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: L
     ensure_ray(cfg.ray)
     teacher_steps = [s for s in cfg.filter.steps if isinstance(s, TeacherFilter)]
     teachers = _teachers(cfg, run_dir, teacher_steps[0], protocols, log) if teacher_steps else {}
-    fp = fingerprint(cfg, raw_record["fingerprint"], _teacher_fingerprints(run_dir, teachers))
+    fp = fingerprint(cfg, raw_record["fingerprint"], _teacher_fingerprints(teachers))
     stage, dropped_stage = run_dir.stage(STAGE), run_dir.stage(DROPPED)
     if not force and stage.is_current(fp) and dropped_stage.is_current(fp):
         report = stage.commit_record()["report"]

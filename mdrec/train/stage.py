@@ -100,6 +100,12 @@ def load_context(run_dir: RunDir, protocol: Protocol, dims: Dims | None = None,
     rows = _train_rows(table, protocol=protocol.value, columns=TRAIN_COLUMNS[:4])
     real = InteractionContext.from_rows(dims.num_users, dims.num_items, dims.num_domains, rows["user_idx"],
                                         rows["item_idx"], rows["domain_idx"], rows["ts"])
+    return with_synthetic_context(run_dir, protocol, variant, real)
+
+
+def with_synthetic_context(run_dir: RunDir, protocol: Protocol, variant: Variant,
+                           real: InteractionContext) -> InteractionContext:
+    """The real context plus the variant's synthetic rows (the real one itself for `real`)."""
     if variant is Variant.real:
         return real
     synthetic, _ = synthetic_rows(run_dir, protocol, variant, real)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
 import tempfile
 
 import pytest
 import yaml
+
+from tests.conftest import REPO
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +110,25 @@ def kill_processes_using(marker: str) -> None:
                     os.kill(int(pid), signal.SIGKILL)
         except (OSError, ValueError):
             continue
+
+
+def run_cli_until(args: list[str], marker: str, timeout: float, env: dict | None = None,
+                  ready=lambda: True) -> list[str]:
+    """Run `mdrec ARGS` in a subprocess with a Ray of its own, SIGKILL it (and that Ray) once a line of
+    its output contains `marker` and then `ready()` holds (or after `timeout` s); return its lines."""
+    ray_tmp = tempfile.mkdtemp(prefix="mdrec-kill-", dir="/tmp")  # Ray's socket paths must stay short
+    full_env = {**os.environ, **(env or {}), "RAY_TMPDIR": ray_tmp}
+    full_env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mdrec.cli", *args], cwd=REPO, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, deadline = [], time.time() + timeout
+    for line in proc.stdout:
+        lines.append(line)
+        if marker in line or time.time() > deadline:
+            break
+    while not ready() and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kill_processes_using(ray_tmp)  # the killed driver's own Ray outlives it
+    return lines

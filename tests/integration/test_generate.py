@@ -4,13 +4,7 @@ guarantees (only real, unseen target-domain items), resume after a killed run, a
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 
 import pandas as pd
 import pytest
@@ -19,8 +13,8 @@ from mdrec.config import config_from_dict
 from mdrec.generate.stage import HANG_ENV, run_generate
 from mdrec.prepare.stage import run_prepare
 from mdrec.storage import RunDir
-from tests.conftest import REPO, run_cli
-from tests.integration.conftest import kill_processes_using, world_config, write_config
+from tests.conftest import run_cli
+from tests.integration.conftest import run_cli_until, world_config, write_config
 
 
 def generate_config(backend: str = "popularity", **generate) -> dict:
@@ -127,21 +121,8 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(backend_runs, prepar
     _, full_report, full_rows = backend_runs["popularity"]
     run_dir = fresh_run(prepared, tmp_path)
     config = write_config(tmp_path / "c.yaml", generate_config("popularity"))
-    ray_tmp = tempfile.mkdtemp(prefix="mdrec-kill-", dir="/tmp")  # Ray's socket paths must stay short
-    env = {**os.environ, HANG_ENV: "3", "RAY_TMPDIR": ray_tmp}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mdrec.cli", "generate", config, "--run-dir", str(run_dir)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines = []
-    deadline = time.time() + 240
-    for line in proc.stdout:
-        lines.append(line)
-        if "test hook: hanging" in line or time.time() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kill_processes_using(ray_tmp)  # the killed driver's own Ray, which outlives it
+    lines = run_cli_until(["generate", config, "--run-dir", str(run_dir)], "test hook: hanging", 240,
+                          env={HANG_ENV: "3"})
     assert any("test hook: hanging after 3 shards" in line for line in lines), "".join(lines[-20:])
     assert not (run_dir / "synthetic" / "raw").exists()  # nothing committed by the killed run
     code, out, err = run_cli("generate", config, "--run-dir", str(run_dir))

@@ -4,19 +4,13 @@ report; then the same run killed mid-training and resumed gives the same report.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, run_cli
-from tests.integration.conftest import kill_processes_using, world_config, write_config
+from tests.conftest import run_cli
+from tests.integration.conftest import run_cli_until, world_config, write_config
 
 STEPS = [
     {"name": "validity"}, {"name": "dedupe"}, {"name": "seen"},
@@ -165,21 +159,10 @@ def test_rerun_reuses_every_stage(pipeline_run):
 def test_killed_mid_training_resumes_and_gives_the_same_report(pipeline_run, tmp_path):
     config, full_run, _, _ = pipeline_run
     run_dir = tmp_path / "run"
-    ray_tmp = tempfile.mkdtemp(prefix="mdrec-run-", dir="/tmp")  # Ray's socket paths must stay short
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mdrec.cli", "run", config, "--run-dir", str(run_dir)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    lines, deadline = [], time.time() + 420
-    for line in proc.stdout:
-        lines.append(line)
-        # The filtered variant's first epoch: raw is committed, filtered is mid-way.
-        if "[star filtered cold_start seed 0] epoch 1/" in line or time.time() > deadline:
-            break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kill_processes_using(ray_tmp)  # the killed driver's own Ray outlives it
+    # The filtered variant's first epoch: raw is committed, filtered is mid-way. The progress line is
+    # printed before the checkpoint is reported: kill only once Ray Train has registered it.
+    lines = run_cli_until(["run", config, "--run-dir", str(run_dir)], "[star filtered cold_start seed 0] epoch 1/", 420,
+                          ready=lambda: any((run_dir / ".train").glob("star-filtered-*/checkpoint_manager_snapshot.json")))
     assert any("[star filtered cold_start seed 0] epoch 1/" in line for line in lines), "".join(lines[-30:])
     assert (run_dir / "models" / "star" / "raw" / "cold_start" / "seed-0" / "_COMMITTED.json").exists()
     assert not (run_dir / "models" / "star" / "filtered").exists()
