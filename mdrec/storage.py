@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import time
@@ -228,14 +229,32 @@ def resolve(uri: str, *, must_exist: bool = False) -> Location:
 
 
 def describe_inputs(uris: list[str]) -> list[dict]:
-    """Path, size and modification time of every input file: a change in any redoes the stage."""
+    """Name, size and SHA-256 of every input file: a change in any content redoes the stage.
+
+    Content, not modification time: data copied or synced anew (a fresh checkout, `aws s3 sync`,
+    a re-provisioned volume) gets new times but is the same data, and must not redo every stage
+    after it. Hashing reads each input once more, which is cheap next to preparing it.
+    """
     described = []
     for uri in uris:
         loc = resolve(uri, must_exist=True)
+        base = loc.path.rstrip("/") + "/"
         for f in loc.files():
-            mtime = f.mtime_ns if f.mtime_ns is not None else None
-            described.append({"path": f.path, "size": f.size, "mtime_ns": mtime})
+            name = f.path[len(base):] if f.path.startswith(base) else os.path.basename(f.path)
+            described.append({"uri": uri, "file": name, "size": f.size,
+                              "sha256": _sha256(Location(loc.fs, f.path, uri))})
     return described
+
+
+def _sha256(loc: Location, chunk: int = 8 << 20) -> str:
+    digest = hashlib.sha256()
+    try:
+        with loc.fs.open_input_stream(loc.path) as f:
+            while block := f.read(chunk):
+                digest.update(block)
+    except OSError as e:
+        raise StorageError(f"{loc.uri}: cannot read ({_short(e)})") from None
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- stages

@@ -52,7 +52,7 @@ class PrepareResult:
 
 
 def fingerprint(cfg: MdrecConfig) -> str:
-    """Everything the output depends on: config, seed, and the size and time of each input file.
+    """Everything the output depends on: config, seed, and the size and SHA-256 of each input file.
 
     The shard count is left out on purpose: outputs do not depend on it.
     """

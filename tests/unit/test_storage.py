@@ -1,5 +1,7 @@
 """Atomic stage commits on local disk (the S3 path is exercised in tests/integration)."""
 
+import os
+
 import pyarrow as pa
 import pytest
 
@@ -75,6 +77,14 @@ def test_describe_inputs_changes_with_content(tmp_path):
     f.write_text("a\n1\n")
     before = describe_inputs([str(f)])
     f.write_text("a\n1\n2\n")
+    assert describe_inputs([str(f)]) != before
+    # Same bytes again (but a new modification time, as after a fresh copy): same description.
+    f.write_text("a\n1\n")
+    os.utime(f, ns=(1, 1))
+    assert describe_inputs([str(f)]) == before
+    # Same length, one byte different: a size-and-time check would miss it.
+    f.write_text("a\n7\n")
+    os.utime(f, ns=(1, 1))
     assert describe_inputs([str(f)]) != before
     with pytest.raises(StorageError, match="no such file or directory"):
         describe_inputs([str(tmp_path / "missing.csv")])
