@@ -80,6 +80,11 @@ def read_dims(run_dir: RunDir) -> tuple[Dims, dict[int, tuple[int, int]]]:
     return Dims(n_users, n_items, len(domains)), ranges
 
 
+def domain_names(run_dir: RunDir) -> dict[int, str]:
+    domains = run_dir.stage("prepared").location.join("domains.parquet").read_table(columns=["domain_idx", "domain"])
+    return dict(zip(domains.column("domain_idx").to_pylist(), domains.column("domain").to_pylist()))
+
+
 TRAIN_COLUMNS = ["user_idx", "item_idx", "domain_idx", "ts", "weight"]
 DATASET_COLUMNS = [*TRAIN_COLUMNS, "source"]  # what the workers read: `source` is real or synthetic
 
@@ -207,6 +212,7 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
             "label": key.label,
             "dims": prepared.dims,
             "item_ranges": prepared.item_ranges,
+            "domain_names": domain_names(run_dir),
             "valid": valid_ref,
             "context": context_ref,
             "kill_once": os.environ.get(KILL_ONCE_ENV),  # tests only: see worker._maybe_die

@@ -101,7 +101,10 @@ def train_loop(config: dict) -> None:
         record = {"epoch": epoch, "loss": total / max(seen, 1), "examples": seen, "synthetic_positives": synthetic,
                   "train_seconds": train_seconds,
                   "eval_seconds": eval_seconds, **{f"valid_{k}": v for k, v in summary.items()}}
-        history.append(record)
+        # Per domain too: the cold domain's validation is what augmentation is tuned on, and the
+        # pooled value is dominated by the rich domains' cases.
+        history.append({**record, "valid_by_domain": _per_domain(scores, valid, config["item_ranges"],
+                                                                  config.get("domain_names") or {})})
         stop = epoch - best["epoch"] >= patience
         if rank == 0:  # progress, on the driver's console through Ray's log forwarding
             print(f"[{label}] epoch {epoch + 1}/{train_cfg['epochs']}: loss {record['loss']:.4f}, "
@@ -111,6 +114,21 @@ def train_loop(config: dict) -> None:
                                "history": history, "best": best, "stopped_early": stop, "starts": starts})
         if stop:
             break
+
+
+PER_DOMAIN_KEYS = ("cases", "auc", "case_auc", "hr@10", "ndcg@10", "coverage@10")
+
+
+def _per_domain(scores: np.ndarray, valid, item_ranges: dict, names: dict) -> dict[str, dict[str, float]]:
+    """A few validation metrics for each domain's cases alone, keyed by domain name."""
+    out = {}
+    for d in np.unique(valid.domain):
+        rows = valid.domain == d
+        start, end = item_ranges[int(d)]
+        summary = metrics.summarize(scores[rows], valid.items[rows], valid.user[rows], np.arange(start, end),
+                                    valid.valid[rows])
+        out[str(names.get(int(d), int(d)))] = {k: summary[k] for k in PER_DOMAIN_KEYS}
+    return out
 
 
 def _report(record: dict, rank: int, state: dict) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 import pytest
 import torch
 
@@ -54,6 +55,14 @@ def test_train_commits_best_model_and_history(prepared_run):
     assert best["valid_auc"] > 0.6  # random scoring would be 0.5
     for k in (5, 10, 20):
         assert f"valid_hr@{k}" in best and f"valid_gini_exposure@{k}" in best
+    # each domain's validation alone, by name; the cases split between them and the pooled NDCG is
+    # their case-weighted mean
+    by_domain = best["valid_by_domain"]
+    assert sorted(by_domain) == sorted(pd.read_parquet(prepared_run / "prepared" / "domains.parquet")["domain"])
+    assert sum(d["cases"] for d in by_domain.values()) == best["valid_cases"]
+    pooled = sum(d["ndcg@10"] * d["cases"] for d in by_domain.values()) / best["valid_cases"]
+    assert pooled == pytest.approx(best["valid_ndcg@10"], rel=1e-9)
+    assert all(0 < d["coverage@10"] <= 1 for d in by_domain.values())
     out = prepared_run / "models" / "star" / "real" / "warm" / "seed-0"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["best_epoch"] == result["best_epoch"]
