@@ -58,10 +58,21 @@ def timings(evaluations: list[dict]) -> pd.DataFrame:
 
 
 def best_validation(trained: list[dict]) -> pd.DataFrame:
-    """Per trained run: the early-stopping metric's best validation value (what settings are chosen on)."""
-    rows = [{**{k: m[k] for k in KEY}, "metric": m["early_stopping_metric"], "value": float(m["best_value"])}
-            for m in trained]
-    return pd.DataFrame(rows, columns=[*KEY, "metric", "value"])
+    """Per trained run: the early-stopping metric's best validation value (what settings are chosen on).
+
+    `domain` is "all" for the value early stopping used, then each domain's own value at that
+    epoch where the run recorded it (valid_by_domain).
+    """
+    rows = []
+    for m in trained:
+        key = {k: m[k] for k in KEY}
+        metric = m["early_stopping_metric"]
+        rows.append({**key, "metric": metric, "domain": "all", "value": float(m["best_value"])})
+        best = next((h for h in m["history"] if h["epoch"] == m["best_epoch"]), {})
+        for domain, values in best.get("valid_by_domain", {}).items():
+            if metric in values:
+                rows.append({**key, "metric": metric, "domain": domain, "value": float(values[metric])})
+    return pd.DataFrame(rows, columns=[*KEY, "metric", "domain", "value"])
 
 
 def training_curves(trained: list[dict]) -> pd.DataFrame:
@@ -70,6 +81,6 @@ def training_curves(trained: list[dict]) -> pd.DataFrame:
     for m in trained:
         for h in m["history"]:
             for metric, value in h.items():
-                if metric == "loss" or metric.startswith("valid_"):
+                if (metric == "loss" or metric.startswith("valid_")) and not isinstance(value, dict):
                     rows.append({**{k: m[k] for k in KEY}, "epoch": h["epoch"], "metric": metric, "value": float(value)})
     return pd.DataFrame(rows, columns=[*KEY, "epoch", "metric", "value"])

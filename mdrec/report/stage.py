@@ -71,8 +71,9 @@ def build_report(run_dir: RunDir, log=lambda m: None) -> dict:
     if not validation.empty:
         parts += ["## Validation", "",
                   "The early-stopping metric at each run's best epoch, over the protocol's validation cases (all "
-                  "domains; under cold_start only the held-out users of the cold domains). Choose filter settings "
-                  "and synthetic weights on these numbers, never on the test tables above.", "",
+                  "domains; under cold_start only the held-out users of the cold domains), then each domain's "
+                  "own value at that epoch. Choose filter settings and synthetic weights on these numbers (the "
+                  "cold domain's column), never on the test tables above.", "",
                   tables.validation_table(validation), ""]
     timing = _timing_table(timings)
     if timing:

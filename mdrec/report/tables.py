@@ -45,11 +45,18 @@ def domain_tables(summary: pd.DataFrame) -> dict[str, str]:
 
 
 def validation_table(validation: pd.DataFrame) -> str:
-    """Markdown: protocol x model x variant, the best validation value, mean ± std over seeds."""
-    lines = ["| protocol | model | variant | metric | seeds | best validation |", "|---|---|---|---|---|---|"]
-    grouped = validation.groupby(["protocol", "model", "variant", "metric"], sort=True)["value"]
-    for (protocol, model, variant, metric), values in grouped:
-        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        lines.append(f"| {protocol} | {model} | {variant} | {metric} | {len(values)} | "
-                     f"{_cell(float(values.mean()), std, len(values), metric)} |")
+    """Markdown: protocol x model x variant, the best validation value (all cases, then each domain's
+    own at that epoch), mean ± std over seeds."""
+    domains = sorted(d for d in validation["domain"].unique() if d != "all")
+    head = ["protocol", "model", "variant", "metric", "seeds", "best validation", *domains]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    grouped = validation.groupby(["protocol", "model", "variant", "metric"], sort=True)
+    for (protocol, model, variant, metric), rows in grouped:
+        cells = []
+        for domain in ["all", *domains]:
+            values = rows.loc[rows["domain"] == domain, "value"]
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            cells.append(_cell(float(values.mean()), std, len(values), metric) if len(values) else "")
+        seeds = int((rows["domain"] == "all").sum())
+        lines.append(f"| {protocol} | {model} | {variant} | {metric} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -42,3 +42,33 @@ def test_domain_tables_have_one_row_per_run_and_mean_pm_std_cells():
 def test_plots_are_png():
     summary = tables.aggregate(long_metrics())
     assert plots.metric_bars(summary, "ndcg@10")[:4] == b"\x89PNG"
+
+
+def trained_run(seed: int, best_epoch: int, food: list[float], kitchen: list[float] | None) -> dict:
+    """A run's metrics.json: per-epoch pooled and per-domain validation NDCG@10."""
+    history = []
+    for epoch, f in enumerate(food):
+        h = {"epoch": epoch, "loss": 0.5, "valid_ndcg@10": f if kitchen is None else (f + kitchen[epoch]) / 2}
+        if kitchen is not None:
+            h["valid_by_domain"] = {"Food": {"ndcg@10": f, "cases": 10}, "Kitchen": {"ndcg@10": kitchen[epoch], "cases": 10}}
+        history.append(h)
+    return {"model": "star", "variant": "filtered", "protocol": "warm", "seed": seed, "early_stopping_metric": "ndcg@10",
+            "best_epoch": best_epoch, "best_value": history[best_epoch]["valid_ndcg@10"], "history": history}
+
+
+def test_validation_table_shows_each_domain_at_the_best_epoch():
+    from mdrec.report import collect
+
+    # seed 0 is best at epoch 1, seed 1 at epoch 0: each domain's value is read at that epoch
+    runs = [trained_run(0, 1, [0.10, 0.30], [0.50, 0.50]), trained_run(1, 0, [0.20, 0.00], [0.60, 0.90])]
+    validation = collect.best_validation(runs)
+    food = validation[validation["domain"] == "Food"].sort_values("seed")["value"].tolist()
+    assert food == [0.30, 0.20]
+    table = tables.validation_table(validation)
+    assert "| protocol | model | variant | metric | seeds | best validation | Food | Kitchen |" in table
+    assert "| warm | star | filtered | ndcg@10 | 2 | 0.4000 ± 0.0000 | 0.2500 ± 0.0707 | 0.5500 ± 0.0707 |" in table
+    # runs from before per-domain validation: the pooled column only, and curves skip the dicts
+    old = collect.best_validation([trained_run(0, 0, [0.1], None)])
+    assert list(old["domain"]) == ["all"]
+    curves = collect.training_curves(runs)
+    assert set(curves["metric"]) == {"loss", "valid_ndcg@10"}
