@@ -25,6 +25,19 @@ SET_OPT = click.option(
     help="Override a config value, e.g. --set prepare.kcore=5 (repeatable; VALUE is read as YAML).",
 )
 FORCE_OPT = click.option("--force", is_flag=True, help="Redo the stage even if its committed output is current.")
+ADDRESS_OPT = click.option(
+    "--address",
+    envvar=["RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"],
+    show_envvar=True,
+    metavar="URL",
+    help="The cluster's job API, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS).",
+)
+JOB_ARG = click.argument("job_id", metavar="JOB")
+JOB_RUN_DIR_OPT = click.option(
+    "--run-dir",
+    metavar="DIR",
+    help="Run directory, s3://bucket/prefix or an absolute path every node mounts (default: run_dir from the config).",
+)
 
 
 def _log(message: str) -> None:
@@ -187,6 +200,107 @@ def report(run_dir: str) -> None:
     click.echo(result["report"])
 
 
+@cli.command()
+@CONFIG_ARG
+@ADDRESS_OPT
+@JOB_RUN_DIR_OPT
+@SET_OPT
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Stream the job's logs until it ends and exit with its outcome.")
+@click.option("--job-id", metavar="ID", help="The job's submission id (default: one Ray makes up).")
+def submit(config: str, address: str | None, run_dir: str | None, overrides: tuple[str, ...], follow: bool,
+           job_id: str | None) -> None:
+    """Run the pipeline for CONFIG as a job on a Ray cluster: `mdrec run` on the cluster.
+
+    Sends this checkout (without what cluster/runtime_env.yaml excludes: .venv, runs, .git,
+    caches) with CONFIG copied into it to the job API at --address; the job runs `python
+    jobs/pipeline.py --config CONFIG --run-dir DIR [--set ...]`. CONFIG and the overrides are
+    checked here first. Prints the job id as the first line of stdout; with --follow, then the
+    job's logs, and exits 0 if it SUCCEEDED, 1 if it FAILED or was STOPPED (Ctrl-C stops
+    following, not the job).
+
+    No credentials are sent: the nodes read S3 with their own (instance role, IRSA, or their
+    environment). A config key that looks like one, or a job that would carry the value of a
+    credential variable of this shell, is refused.
+    """
+    from mdrec import jobs
+
+    client, job = jobs.submit(address, config, run_dir, overrides, job_id, log=_log)
+    click.echo(job)
+    if not follow:
+        _log(f"follow it with: mdrec logs {job} --follow --address {address}")
+        return
+    _follow(client, address, job)
+
+
+@cli.command()
+@JOB_ARG
+@ADDRESS_OPT
+def status(job_id: str, address: str | None) -> None:
+    """Print the status of JOB (PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED), then its message.
+
+    Exits 0 whatever the status: the first line of stdout is it. `mdrec logs JOB` shows why a
+    job failed.
+    """
+    from mdrec import jobs
+
+    info = jobs.job_info(jobs.connect(address), address, job_id)
+    click.echo(info.status.value)
+    if jobs.headline(info.message):
+        click.echo(jobs.headline(info.message))
+
+
+@cli.command()
+@JOB_ARG
+@ADDRESS_OPT
+@click.option("--follow", is_flag=True, help="Stream the logs until JOB ends and exit with its outcome (0 SUCCEEDED).")
+def logs(job_id: str, address: str | None, follow: bool) -> None:
+    """Print the logs of JOB (its driver's stdout and stderr) so far, or follow them."""
+    from mdrec import jobs
+
+    client = jobs.connect(address)
+    if follow:
+        _follow(client, address, job_id)
+    else:
+        click.echo(jobs.job_logs(client, address, job_id), nl=False)
+
+
+def _follow(client, address: str, job_id: str) -> None:
+    from mdrec import jobs
+
+    try:
+        info = jobs.follow(client, address, job_id, lambda chunk: click.echo(chunk, nl=False))
+    except KeyboardInterrupt:
+        _log(f"stopped following; job {job_id} goes on (mdrec status {job_id}; `ray job stop {job_id}` stops it)")
+        sys.exit(130)
+    status = info.status.value
+    why = jobs.headline(info.message) if status != "SUCCEEDED" else ""
+    _log(f"job {job_id} {status}" + (f": {why}" if why else ""))
+    sys.exit(jobs.exit_code(status))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False), help="The config file.")
+@RUN_DIR_OPT
+@SET_OPT
+@FORCE_OPT
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+def job_entrypoint(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool, debug: bool) -> None:
+    """`mdrec run` as a Ray job (jobs/pipeline.py): joins the cluster in RAY_ADDRESS, set by Ray.
+
+    The run directory's config.yaml gets no credential: a config key that looks like one is refused.
+    """
+    import mdrec
+    from mdrec.jobs import refuse_credentials_in
+    from mdrec.pipeline import run_order, run_stages
+
+    cfg = _load(config, overrides, run_dir)
+    refuse_credentials_in(cfg)
+    where = os.path.dirname(mdrec.__file__)
+    _log(f"mdrec {__version__} from {where}; Ray at {os.environ.get('RAY_ADDRESS') or 'a new local Ray'}")
+    run_stages(cfg, _open_run_dir(cfg), run_order(cfg), force=force, log=_log)
+
+
 @cli.command("config")
 @CONFIG_ARG
 @SET_OPT
@@ -202,11 +316,14 @@ def _one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors print one line and exit 2; --debug shows tracebacks."""
+def main(argv: list[str] | None = None, command: click.Command | None = None, prog_name: str = "mdrec") -> None:
+    """Entry point: user errors print one line and exit 2; --debug shows tracebacks.
+
+    COMMAND (default: the `mdrec` group) lets jobs/pipeline.py share this error handling.
+    """
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(os.environ.get("MDREC_DEBUG"))
     try:
-        cli.main(args=argv, prog_name="mdrec", standalone_mode=False)
+        (command or cli).main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

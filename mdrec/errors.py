@@ -17,3 +17,7 @@ class DataError(MdrecError):
 
 class StorageError(MdrecError):
     """A run directory or remote location cannot be read or written."""
+
+
+class ClusterError(MdrecError):
+    """A Ray cluster cannot be reached, a job on it cannot be found, or a job cannot be sent safely."""
