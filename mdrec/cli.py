@@ -72,6 +72,9 @@ def _open_run_dir(cfg):
     from mdrec.config import dump_config
     from mdrec.storage import RunDir
 
+    from mdrec.jobs import refuse_credentials_in
+
+    refuse_credentials_in(cfg)  # before anything is written: config.yaml would hold it
     run = RunDir(cfg.resolved_run_dir())
     run.file("config.yaml").write_bytes(dump_config(cfg).encode())
     return run
@@ -291,11 +294,9 @@ def job_entrypoint(config: str, run_dir: str | None, overrides: tuple[str, ...],
     The run directory's config.yaml gets no credential: a config key that looks like one is refused.
     """
     import mdrec
-    from mdrec.jobs import refuse_credentials_in
     from mdrec.pipeline import run_order, run_stages
 
     cfg = _load(config, overrides, run_dir)
-    refuse_credentials_in(cfg)
     where = os.path.dirname(mdrec.__file__)
     _log(f"mdrec {__version__} from {where}; Ray at {os.environ.get('RAY_ADDRESS') or 'a new local Ray'}")
     run_stages(cfg, _open_run_dir(cfg), run_order(cfg), force=force, log=_log)

@@ -79,12 +79,14 @@ def credential_keys(cfg) -> list[str]:
 
 
 def refuse_credentials_in(cfg) -> None:
-    """A job's config is written to its run directory: a credential in it would end up there."""
+    """Every run writes its config to the run directory (and a job's shows in `ray job list`): a
+    credential in it would end up there, so no command accepts one."""
     keys = credential_keys(cfg)
     if keys:
         raise ConfigError(
-            f"{', '.join(keys)}: looks like a credential, which a job must not carry (its config is written to the "
-            "run directory and `ray job list` shows its settings): give it to the Ray nodes' environment instead")
+            f"{', '.join(keys)}: looks like a credential, which a config must not hold (it is written to the run "
+            "directory, and a job's settings show in `ray job list`): set it in the environment of the process or "
+            "of the Ray nodes instead")
 
 
 def local_secrets(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -157,6 +157,20 @@ def test_job_entrypoint_refuses_a_credential_before_writing_the_run_dir(tmp_path
     assert e.value.code == 2 and not run_dir.exists()
 
 
+def test_no_command_writes_a_credential_to_the_run_dir(tmp_path, capsys):
+    """A local run writes config.yaml too: the same refusal, before anything is written."""
+    from mdrec.cli import main
+
+    cfg = small_config(generate={"backend": {"type": "vllm", "model": "m", "env": {"HF_TOKEN": "hf_abcdefghijk"}}})
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        main(["prepare", write(tmp_path, cfg), "--run-dir", str(run_dir)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and not run_dir.exists()
+    assert err.startswith("error: generate.backend.env.HF_TOKEN: looks like a credential") and "\n" not in err
+    assert "hf_abcdefghijk" not in err
+
+
 def test_pipeline_script_bad_input_is_one_line(tmp_path):
     done = subprocess.run([sys.executable, "jobs/pipeline.py", "--config", str(tmp_path / "missing.yaml")], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
