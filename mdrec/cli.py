@@ -9,7 +9,7 @@ import traceback
 import click
 
 from mdrec import __version__
-from mdrec.errors import MdrecError
+from mdrec.errors import MdrecError, one_line
 
 CONFIG_ARG = click.argument("config", type=click.Path(dir_okay=False))
 RUN_DIR_OPT = click.option(
@@ -312,11 +312,6 @@ def show_config(config: str, overrides: tuple[str, ...]) -> None:
     click.echo(dump_config(_load(config, overrides, None)), nl=False)
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
-
-
 def main(argv: list[str] | None = None, command: click.Command | None = None, prog_name: str = "mdrec") -> None:
     """Entry point: user errors print one line and exit 2; --debug shows tracebacks.
 
@@ -334,16 +329,16 @@ def main(argv: list[str] | None = None, command: click.Command | None = None, pr
     except MdrecError as e:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {_one_line(e)}", err=True)
+        click.echo(f"error: {one_line(e)}", err=True)
         sys.exit(e.exit_code)
     except Exception as e:  # noqa: BLE001 - last resort: still one line, with the type
         cause = _user_error_inside(e)
         if debug:
             traceback.print_exc()
         if cause is not None:
-            click.echo(f"error: {_one_line(cause)}", err=True)
+            click.echo(f"error: {one_line(cause)}", err=True)
             sys.exit(cause.exit_code)
-        click.echo(f"error: {type(e).__name__}: {_one_line(e)[:500]} (run with --debug for the traceback)", err=True)
+        click.echo(f"error: {type(e).__name__}: {one_line(e)[:500]} (run with --debug for the traceback)", err=True)
         sys.exit(1)
 
 

@@ -21,3 +21,8 @@ class StorageError(MdrecError):
 
 class ClusterError(MdrecError):
     """A Ray cluster cannot be reached, a job on it cannot be found, or a job cannot be sent safely."""
+
+
+def one_line(e: BaseException) -> str:
+    """An error's message on one line (whitespace folded), or its type when it has none."""
+    return " ".join(str(e).split()) or type(e).__name__

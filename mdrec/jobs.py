@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 import yaml
 
 from mdrec import __version__
-from mdrec.errors import ClusterError, ConfigError
+from mdrec.errors import ClusterError, ConfigError, one_line
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "jobs/pipeline.py"
@@ -280,4 +280,4 @@ def exit_code(status: str) -> int:
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300] or type(e).__name__
+    return one_line(e)[:300]  # Ray's errors can carry whole tracebacks
