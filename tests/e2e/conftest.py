@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO
-from tests.integration.conftest import world_config
+from tests.integration.conftest import free_port, world_config
 from tests.tiny_models import TINY
 
 VENV_BIN = Path(sys.executable).parent
@@ -49,12 +48,6 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 FOREIGN_ENV = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
                "RAY_TMPDIR", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _base_env() -> dict[str, str]:
