@@ -29,6 +29,13 @@ from mdrec.errors import StorageError
 
 MARKER = "_COMMITTED.json"
 STAGING = ".staging"
+# Attempts per S3 request, unless AWS_MAX_ATTEMPTS (or max_attempts in ~/.aws/config) says
+# otherwise: the SDKs' default of 3 is thin for a job of thousands of requests on a throttled prefix.
+# pyarrow gets the AWS SDK's "default" strategy (exponential backoff from 25 ms, 5xx and throttling
+# retried), not its "standard" one: through pyarrow, standard's retry quota is spent and never
+# refunded, so a filesystem stops retrying for good after ~100 retries (measured behind a proxy
+# that fails 1 request in 10 twice: standard failed after 98 errors, default retried 450 of 450).
+DEFAULT_S3_ATTEMPTS = 10
 
 
 # --------------------------------------------------------------------------- S3
@@ -42,10 +49,13 @@ def _s3_settings() -> dict:
     reference implementation of the AWS rules, so we ask it and hand the answer to pyarrow.
     """
     import boto3
+    import botocore.session
 
-    session = boto3.session.Session()
+    core = botocore.session.get_session()
+    session = boto3.session.Session(botocore_session=core)
     client = session.client("s3")
-    settings: dict = {"region": client.meta.region_name or "us-east-1"}
+    settings: dict = {"region": client.meta.region_name or "us-east-1",
+                      "max_attempts": int(core.get_config_variable("max_attempts") or DEFAULT_S3_ATTEMPTS)}
     creds = session.get_credentials()
     if creds is None:
         settings["anonymous"] = True
@@ -62,8 +72,29 @@ def _s3_settings() -> dict:
     return settings
 
 
+class RetryingS3FileSystem(pafs.S3FileSystem):
+    """pyarrow's S3 filesystem that keeps its retry strategy when sent to Ray workers.
+
+    pyarrow pickles an S3FileSystem without its retry strategy, so every Ray task or Train worker
+    that got ours would fall back to 3 attempts; this one is rebuilt from the same settings.
+    """
+
+    def __init__(self, settings: dict):
+        self._settings = dict(settings)
+        options = dict(settings)
+        attempts = options.pop("max_attempts")
+        super().__init__(retry_strategy=pafs.AwsDefaultS3RetryStrategy(max_attempts=attempts), **options)
+
+    def __reduce__(self):
+        return RetryingS3FileSystem, (self._settings,)
+
+    @property
+    def max_attempts(self) -> int:
+        return self._settings["max_attempts"]
+
+
 def s3_filesystem() -> pafs.S3FileSystem:
-    return pafs.S3FileSystem(**_s3_settings())
+    return RetryingS3FileSystem(_s3_settings())
 
 
 def reset_s3_settings() -> None:
@@ -74,8 +105,11 @@ def reset_s3_settings() -> None:
 def _s3_client():
     import boto3
 
+    from botocore.config import Config
+
     s = _s3_settings()
-    kwargs = {"region_name": s["region"]}
+    retries = Config(retries={"mode": "standard", "total_max_attempts": s["max_attempts"]})
+    kwargs = {"region_name": s["region"], "config": retries}
     if "endpoint_override" in s:
         kwargs["endpoint_url"] = f"{s['scheme']}://{s['endpoint_override']}"
     return boto3.client("s3", **kwargs)

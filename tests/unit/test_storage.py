@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from mdrec.errors import StorageError
-from mdrec.storage import MARKER, RunDir, describe_inputs, resolve
+from mdrec.storage import (DEFAULT_S3_ATTEMPTS, MARKER, RetryingS3FileSystem, RunDir, _s3_client, describe_inputs,
+                           reset_s3_settings, resolve, s3_filesystem)
 
 
 def write_stage(run, fp, value):
@@ -93,3 +94,26 @@ def test_describe_inputs_changes_with_content(tmp_path):
 def test_bad_uris():
     with pytest.raises(StorageError, match="unsupported scheme"):
         resolve("gs://bucket/x")
+
+
+@pytest.mark.parametrize("configured, attempts", [(None, DEFAULT_S3_ATTEMPTS), ("4", 4)])
+def test_s3_retries_are_configured_and_travel_to_ray_workers(monkeypatch, configured, attempts):
+    """AWS_MAX_ATTEMPTS (the AWS SDKs' own setting) or our default, for pyarrow and boto3 alike;
+    pyarrow pickles an S3FileSystem without its retry strategy, ours keeps it."""
+    import cloudpickle
+
+    for name in ("AWS_MAX_ATTEMPTS", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")  # no ~/.aws/config of this machine
+    if configured:
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", configured)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    reset_s3_settings()
+    try:
+        fs = s3_filesystem()
+        shipped = cloudpickle.loads(cloudpickle.dumps(fs))  # what a Ray task or Train worker gets
+        assert isinstance(shipped, RetryingS3FileSystem) and shipped.max_attempts == attempts
+        assert shipped.region == fs.region == "eu-west-1"
+        assert _s3_client().meta.config.retries == {"mode": "standard", "total_max_attempts": attempts}
+    finally:
+        reset_s3_settings()
