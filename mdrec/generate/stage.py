@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 import time
 from collections import Counter, defaultdict
@@ -31,6 +30,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
+from mdrec import faults
 from mdrec.config import MdrecConfig, Role, SemanticBackendConfig
 from mdrec.data.schema import Protocol
 from mdrec.errors import ConfigError, DataError
@@ -405,18 +405,7 @@ class _ShardWriter:
                 "contexts_by_key": dict(contexts_by_key), "rows_by_key": dict(rows_by_key)}
         self.store.write(shard, pa.table(cols, schema=SYNTHETIC_SCHEMA), meta)
         self.written += 1
-        _hang_for_tests(self.written)
-
-
-HANG_ENV = "MDREC_TEST_GENERATE_HANG_AFTER_SHARDS"
-
-
-def _hang_for_tests(written: int) -> None:
-    """Tests kill the process here, between two shard writes, to check resume (never set otherwise)."""
-    after = os.environ.get(HANG_ENV)
-    if after and written >= int(after):
-        print(f"generate: test hook: hanging after {written} shards", flush=True)
-        time.sleep(3600)
+        faults.hang_after_shards(self.written)  # tests kill the job here, between two shard writes
 
 
 def _report(cfg, store: ShardStore, plan: ContextPlan, budget: dict, details: dict, writer: _ShardWriter,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -184,7 +183,7 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from mdrec.train.worker import KILL_ONCE_ENV, STATE_FILE, train_loop
+    from mdrec.train.worker import STATE_FILE, train_loop
 
     stage = run_dir.stage(f"models/{key.path}")
     fp = fingerprint(prepared, cfg, spec, key)
@@ -215,7 +214,6 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
             "domain_names": domain_names(run_dir),
             "valid": valid_ref,
             "context": context_ref,
-            "kill_once": os.environ.get(KILL_ONCE_ENV),  # tests only: see worker._maybe_die
         },
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker=dict(t.resources_per_worker)),

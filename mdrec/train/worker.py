@@ -16,15 +16,13 @@ import ray
 import ray.train
 import torch
 
+from mdrec import faults
 from mdrec.evaluate import metrics
 from mdrec.models import build_model
 from mdrec.train.examples import with_sampled_negatives
 from mdrec.train.loop import LossOf, score, train_step
 
 STATE_FILE = "state.pt"
-# Tests set this (on the driver) to a file path: the first worker to reach epoch 1 creates the
-# file and dies, once, so that resuming from a checkpoint can be checked for real.
-KILL_ONCE_ENV = "MDREC_TEST_KILL_WORKER_ONCE"
 
 
 def _load_state() -> dict | None:
@@ -37,14 +35,6 @@ def _load_state() -> dict | None:
 
 def _resolve(value):
     return ray.get(value) if isinstance(value, ray.ObjectRef) else value
-
-
-def _maybe_die(marker: str | None, epoch: int) -> None:
-    if marker and epoch == 1 and not os.path.exists(marker):
-        open(marker, "w").close()
-        # Mid-epoch, after the controller has had time to register epoch 0's checkpoint.
-        time.sleep(5)
-        os._exit(1)  # a hard worker death, as a lost node would be
 
 
 def train_loop(config: dict) -> None:
@@ -89,7 +79,6 @@ def train_loop(config: dict) -> None:
             for batch in examples.batches(len(examples), rng):
                 total += train_step(wrapped, batch, optimizer) * len(batch)
                 seen += len(batch)
-            _maybe_die(config.get("kill_once"), epoch)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         scores = score(model, valid)
@@ -112,6 +101,7 @@ def train_loop(config: dict) -> None:
                   f"{seen / max(train_seconds, 1e-9):,.0f} examples/s, validation {eval_seconds:.1f}s", flush=True)
         _report(record, rank, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                                "history": history, "best": best, "stopped_early": stop, "starts": starts})
+        faults.pause_after_first_checkpoint(epoch, resumed=state is not None, rank=rank)
         if stop:
             break
 

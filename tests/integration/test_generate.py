@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from mdrec.config import config_from_dict
-from mdrec.generate.stage import HANG_ENV, run_generate
+from mdrec.faults import HANG_AFTER_SHARDS as HANG_ENV
+from mdrec.generate.stage import run_generate
 from mdrec.prepare.stage import run_prepare
 from mdrec.storage import RunDir
 from tests.conftest import run_cli

@@ -1,5 +1,6 @@
-"""The train and evaluate stages on Ray Train and Ray Data: checkpoints, early stopping, resume
-after a killed worker, DDP, both protocols, seeds, full-catalog ranking and the report."""
+"""The train and evaluate stages on Ray Train and Ray Data: checkpoints, early stopping, DDP, both
+protocols, seeds, full-catalog ranking and the report. A training worker killed on a cluster (and
+resuming from its checkpoint) is tests/e2e/test_faults.py's."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from mdrec.models import build_model
 from mdrec.prepare.stage import run_prepare
 from mdrec.storage import RunDir
 from mdrec.train.stage import load_prepared, run_train
-from mdrec.train.worker import KILL_ONCE_ENV
 from tests.conftest import run_cli
 from tests.integration.conftest import world_config, write_config
 from tests.tiny_models import TINY
@@ -82,16 +82,6 @@ def test_same_seed_same_metrics(prepared_run, tmp_path):
     b = run_train(cfg, RunDir(str(prepared_run)), force=True)[warm("star")]["history"]
     keys = ["loss", "valid_auc", "valid_ndcg@10"]
     assert [[h[k] for k in keys] for h in a] == [[h[k] for k in keys] for h in b]
-
-
-def test_killed_worker_resumes_from_checkpoint(prepared_run, tmp_path, monkeypatch):
-    marker = tmp_path / "killed"
-    monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
-    cfg = config_from_dict(train_config(epochs=3, early_stopping={"metric": "auc", "patience": 5}))
-    result = run_train(cfg, RunDir(str(prepared_run)), force=True)[warm("star")]
-    assert marker.exists()  # a worker really died at epoch 1
-    assert result["attempt_starts"] == [0, 1]  # the restart began at epoch 1, not 0
-    assert [h["epoch"] for h in result["history"]] == [0, 1, 2]
 
 
 def test_two_workers_with_ddp_and_the_cli(prepared_run, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from mdrec import faults
 from mdrec.generate.backends.base import ranked_results
 
 
@@ -17,5 +18,6 @@ class PopularityScorer:
         self.per_user = per_user
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        faults.slow_batch()
         scores = [np.log1p(np.asarray(p, dtype=np.float64)) for p in batch["candidate_popularity"].to_pylist()]
         return ranked_results(batch, scores, self.per_user)
