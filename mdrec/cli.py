@@ -32,6 +32,11 @@ ADDRESS_OPT = click.option(
     metavar="URL",
     help="The cluster's job API, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS).",
 )
+UNTIL_OPT = click.option(
+    "--until",
+    type=click.Choice(["prepare", "generate", "filter", "train", "evaluate", "report"]),
+    help="Stop after this stage (e.g. generate on a GPU cluster, train later); a later run goes on from it.",
+)
 JOB_ARG = click.argument("job_id", metavar="JOB")
 JOB_RUN_DIR_OPT = click.option(
     "--run-dir",
@@ -172,7 +177,8 @@ def evaluate(config: str, run_dir: str | None, overrides: tuple[str, ...], force
 
 @cli.command()
 @stage_options
-def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool) -> None:
+@UNTIL_OPT
+def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool, until: str | None) -> None:
     """Run the whole pipeline for CONFIG, resuming from committed stages.
 
     prepare -> generate -> filter -> train -> evaluate -> report. generate and filter run only
@@ -182,7 +188,8 @@ def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: boo
     from mdrec.pipeline import run_order, run_stages
 
     cfg = _load(config, overrides, run_dir)
-    run_stages(cfg, _open_run_dir(cfg), run_order(cfg), force=force, log=_log)
+    stages = run_order(cfg, until)  # a bad --until fails before anything is written
+    run_stages(cfg, _open_run_dir(cfg), stages, force=force, log=_log)
 
 
 @cli.command()
@@ -208,17 +215,21 @@ def report(run_dir: str) -> None:
 @ADDRESS_OPT
 @JOB_RUN_DIR_OPT
 @SET_OPT
+@UNTIL_OPT
+@click.option("--env", "env_vars", multiple=True, metavar="NAME=VALUE",
+              help="An environment variable for every process of the job, e.g. --env AWS_MAX_ATTEMPTS=20 "
+                   "(repeatable; never a credential).")
 @click.option("--follow/--no-follow", default=True, show_default=True,
               help="Stream the job's logs until it ends and exit with its outcome.")
 @click.option("--job-id", metavar="ID", help="The job's submission id (default: one Ray makes up).")
-def submit(config: str, address: str | None, run_dir: str | None, overrides: tuple[str, ...], follow: bool,
-           job_id: str | None) -> None:
+def submit(config: str, address: str | None, run_dir: str | None, overrides: tuple[str, ...], until: str | None,
+           env_vars: tuple[str, ...], follow: bool, job_id: str | None) -> None:
     """Run the pipeline for CONFIG as a job on a Ray cluster: `mdrec run` on the cluster.
 
     Sends this checkout (without what cluster/runtime_env.yaml excludes: .venv, runs, .git,
     caches) with CONFIG copied into it to the job API at --address; the job runs `python
-    jobs/pipeline.py --config CONFIG --run-dir DIR [--set ...]`. CONFIG and the overrides are
-    checked here first. Prints the job id as the first line of stdout; with --follow, then the
+    jobs/pipeline.py --config CONFIG --run-dir DIR [--set ...] [--until STAGE]`. CONFIG and the
+    overrides are checked here first. Prints the job id as the first line of stdout; with --follow, then the
     job's logs, and exits 0 if it SUCCEEDED, 1 if it FAILED or was STOPPED (Ctrl-C stops
     following, not the job).
 
@@ -228,7 +239,7 @@ def submit(config: str, address: str | None, run_dir: str | None, overrides: tup
     """
     from mdrec import jobs
 
-    client, job = jobs.submit(address, config, run_dir, overrides, job_id, log=_log)
+    client, job = jobs.submit(address, config, run_dir, overrides, job_id, until=until, env_vars=env_vars, log=_log)
     click.echo(job)
     if not follow:
         _log(f"follow it with: mdrec logs {job} --follow --address {address}")
@@ -287,8 +298,10 @@ def _follow(client, address: str, job_id: str) -> None:
 @RUN_DIR_OPT
 @SET_OPT
 @FORCE_OPT
+@UNTIL_OPT
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
-def job_entrypoint(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool, debug: bool) -> None:
+def job_entrypoint(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool, until: str | None,
+                   debug: bool) -> None:
     """`mdrec run` as a Ray job (jobs/pipeline.py): joins the cluster in RAY_ADDRESS, set by Ray.
 
     The run directory's config.yaml gets no credential: a config key that looks like one is refused.
@@ -299,7 +312,8 @@ def job_entrypoint(config: str, run_dir: str | None, overrides: tuple[str, ...],
     cfg = _load(config, overrides, run_dir)
     where = os.path.dirname(mdrec.__file__)
     _log(f"mdrec {__version__} from {where}; Ray at {os.environ.get('RAY_ADDRESS') or 'a new local Ray'}")
-    run_stages(cfg, _open_run_dir(cfg), run_order(cfg), force=force, log=_log)
+    stages = run_order(cfg, until)
+    run_stages(cfg, _open_run_dir(cfg), stages, force=force, log=_log)
 
 
 @cli.command("config")

@@ -138,11 +138,27 @@ def check_run_dir(run_dir: str) -> None:
                       "working dir; pass --run-dir s3://bucket/prefix (or an absolute path every node mounts)")
 
 
-def entrypoint(config: Path, run_dir: str, overrides: tuple[str, ...] | list[str]) -> str:
+def entrypoint(config: Path, run_dir: str, overrides: tuple[str, ...] | list[str], until: str | None = None) -> str:
     args = ["python", ENTRYPOINT, "--config", f"{SHIPPED}/{config.name}", "--run-dir", run_dir]
     for override in overrides:
         args += ["--set", override]
+    if until:
+        args += ["--until", until]
     return shlex.join(args)
+
+
+def parse_env(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """--env NAME=VALUE pairs as a dict; a credential's name is refused (the nodes hold those)."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ConfigError(f"--env {pair!r}: expected NAME=VALUE with NAME a variable name")
+        if looks_like_credential(name):
+            raise ConfigError(f"--env {name}: looks like a credential, which must not travel with a job "
+                              "(a job's runtime_env shows in `ray job list`): set it on the cluster's nodes")
+        env[name] = value
+    return env
 
 
 @contextlib.contextmanager
@@ -204,21 +220,27 @@ def _job_call(address: str, job_id: str, call: Callable):
 
 
 def submit(address: str | None, config: str, run_dir: str | None, overrides: tuple[str, ...],
-           job_id: str | None = None, log: Callable[[str], None] = print):
+           job_id: str | None = None, *, until: str | None = None, env_vars: tuple[str, ...] = (),
+           log: Callable[[str], None] = print):
     """Validate CONFIG here, then send the job; returns (client, job id). Nothing is sent on a refusal."""
     from mdrec.config import load_config
+    from mdrec.pipeline import run_order
 
     repo = checkout()
     cfg = load_config(config, list(overrides))
     if run_dir:
         cfg.run_dir = run_dir
     refuse_credentials_in(cfg)
+    run_order(cfg, until)  # a bad --until fails here, not on the cluster
+    extra_env = parse_env(env_vars)
     resolved = cfg.resolved_run_dir()
     check_run_dir(resolved)
     config_path = Path(config)
-    command = entrypoint(config_path, resolved, overrides)
+    command = entrypoint(config_path, resolved, overrides, until)
     metadata = {"mdrec_config": str(config), "mdrec_run_dir": resolved, "mdrec_version": __version__}
     settings = runtime_env_settings(repo)
+    if extra_env:  # over cluster/runtime_env.yaml's: this job's choice
+        settings["env_vars"] = {**(settings.get("env_vars") or {}), **extra_env}
     refuse_secrets({"entrypoint": command, "metadata": json.dumps(metadata), "runtime_env": json.dumps(settings),
                     "config": config_path.read_text(errors="replace"), "job id": job_id or ""}, local_secrets())
     client = connect(address)

@@ -7,6 +7,7 @@ from typing import Callable
 import click
 
 from mdrec.config import MdrecConfig, Variant
+from mdrec.errors import ConfigError
 from mdrec.storage import RunDir
 
 Log = Callable[[str], None]
@@ -78,10 +79,16 @@ RUN_ORDER = ["prepare", "generate", "filter", "train", "evaluate", "report"]
 SYNTHETIC_STAGES = {"generate", "filter"}
 
 
-def run_order(cfg: MdrecConfig) -> list[str]:
-    """The stages `mdrec run` runs for this config."""
+def run_order(cfg: MdrecConfig, until: str | None = None) -> list[str]:
+    """The stages `mdrec run` runs for this config, up to and including UNTIL when given."""
     augmented = any(v is not Variant.real for v in cfg.train.variants)
-    return [s for s in RUN_ORDER if augmented or s not in SYNTHETIC_STAGES]
+    order = [s for s in RUN_ORDER if augmented or s not in SYNTHETIC_STAGES]
+    if until is None:
+        return order
+    if until not in order:
+        why = " (train.variants is real only: no synthetic data is made)" if until in SYNTHETIC_STAGES else ""
+        raise ConfigError(f"--until {until}: not a stage of this run{why}; its stages: {', '.join(order)}")
+    return order[: order.index(until) + 1]
 
 
 def run_stages(cfg: MdrecConfig, run_dir: RunDir, names: list[str], *, force: bool = False,

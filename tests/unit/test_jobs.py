@@ -82,6 +82,41 @@ def test_entrypoint_quotes_what_it_passes(tmp_path):
                                     "--run-dir", "s3://b/run", "--set", "name=a b", "--set", "train.epochs=1"]
 
 
+def test_entrypoint_carries_until():
+    command = jobs.entrypoint(REPO / "c.yaml", "s3://b/run", [], until="generate")
+    assert shlex.split(command)[-2:] == ["--until", "generate"]
+
+
+def test_env_pairs_for_the_job():
+    assert jobs.parse_env(["AWS_MAX_ATTEMPTS=20", "X=a=b", "EMPTY="]) == {"AWS_MAX_ATTEMPTS": "20", "X": "a=b",
+                                                                        "EMPTY": ""}
+    for bad, message in [("NOVALUE", "expected NAME=VALUE"), ("1X=2", "expected NAME=VALUE"),
+                         ("HF_TOKEN=hf_abcdefghijk", "HF_TOKEN: looks like a credential")]:
+        with pytest.raises(ConfigError, match=message) as e:
+            jobs.parse_env([bad])
+        assert "hf_abcdefghijk" not in str(e.value)
+
+
+def test_until_choices_are_the_pipeline_stages():
+    from mdrec.cli import run
+    from mdrec.pipeline import RUN_ORDER
+
+    until = next(p for p in run.params if p.name == "until")
+    assert list(until.type.choices) == RUN_ORDER
+
+
+def test_until_stops_after_the_stage_and_names_the_stages_of_the_run():
+    from mdrec.pipeline import run_order
+
+    augmented = config_from_dict(small_config(train={"variants": ["real", "filtered"]}))
+    assert run_order(augmented, "generate") == ["prepare", "generate"]
+    assert run_order(augmented) == ["prepare", "generate", "filter", "train", "evaluate", "report"]
+    real_only = config_from_dict(small_config(train={"variants": ["real"]}))
+    assert run_order(real_only, "train") == ["prepare", "train"]
+    with pytest.raises(ConfigError, match=r"--until filter: not a stage of this run \(train.variants is real only"):
+        run_order(real_only, "filter")
+
+
 def test_run_dir_must_be_reachable_from_every_node():
     jobs.check_run_dir("s3://bucket/run")
     jobs.check_run_dir("/shared/runs/x")
@@ -144,6 +179,16 @@ def test_submit_refuses_before_sending_anything(tmp_path, monkeypatch, no_cluste
     assert "config would carry the value of $AWS_SECRET_ACCESS_KEY" in _one_line(code, err)
     code, _, err = run_cli("submit", plain, "--address", nowhere)
     assert "run directory 'runs/t' is relative" in _one_line(code, err)
+    code, _, err = run_cli("submit", plain, "--address", nowhere, "--run-dir", "s3://b/run", "--env",
+                           f"MY_SECRET={SECRET}")
+    line = _one_line(code, err)
+    assert "--env MY_SECRET: looks like a credential" in line and SECRET not in line
+    code, _, err = run_cli("submit", plain, "--address", nowhere, "--run-dir", "s3://b/run", "--env",
+                           f"NOTE={SECRET}")  # a harmless name, but the value is this shell's secret
+    assert "runtime_env would carry the value of $AWS_SECRET_ACCESS_KEY" in _one_line(code, err)
+    code, _, err = run_cli("submit", plain, "--address", nowhere, "--run-dir", "s3://b/run", "--until", "filter",
+                           "--set", "train.variants=[real]")
+    assert "--until filter: not a stage of this run" in _one_line(code, err)
 
 
 def test_job_entrypoint_refuses_a_credential_before_writing_the_run_dir(tmp_path):
