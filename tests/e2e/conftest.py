@@ -33,12 +33,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
 
 from tests.conftest import REPO
-from tests.integration.conftest import free_port, world_config
+from tests.integration.conftest import free_port, world_config, write_config
 from tests.tiny_models import TINY
 
 VENV_BIN = Path(sys.executable).parent
@@ -373,3 +374,42 @@ def wait_for_job(cluster: RayCluster, job_id: str, timeout: float = 800, until=T
         if time.time() > deadline:
             raise TimeoutError(f"job {job_id} still {info['status']} after {timeout:.0f}s")
         time.sleep(1)
+
+
+@pytest.fixture(scope="session")
+def pipeline_job(ray_cluster, e2e_s3, tmp_path_factory):
+    """The pipeline submitted once, undisturbed (seed 1): what the submit tests read, and the
+    reference the fault tests compare their runs with."""
+    bucket = "e2e-pipeline-" + uuid.uuid4().hex[:8]
+    e2e_s3.client().create_bucket(Bucket=bucket)
+    # Outside the repo: the config must travel with the job.
+    config = write_config(tmp_path_factory.mktemp("e2e") / "pipeline.yaml", pipeline_config())
+    job_id = "mdrec-e2e-" + uuid.uuid4().hex[:8]
+    started = time.time()
+    done, printed = submit(ray_cluster, config, "--run-dir", f"s3://{bucket}/run", "--job-id", job_id,
+                           "--set", "seed=1", env=user_env(ray_cluster, e2e_s3))
+    return SimpleNamespace(done=done, printed=printed, job_id=job_id, bucket=bucket, config=config,
+                           seconds=time.time() - started)
+
+
+# --------------------------------------------------------------------------- fault reports
+
+FAULT_REPORTS: list[str] = []
+
+
+@pytest.fixture
+def report_fault(request):
+    """Record what a fault test lost (it must be nothing): shown in the session's summary."""
+
+    def report(text: str) -> None:
+        FAULT_REPORTS.append(f"{request.node.name}: {text}")
+        print(text)
+
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FAULT_REPORTS:
+        terminalreporter.section("faults injected, and what was lost")
+        for line in FAULT_REPORTS:
+            terminalreporter.write_line(line)

@@ -1,37 +1,16 @@
 """`mdrec submit`, `status` and `logs` against a real two-node Ray cluster (see conftest.py).
 
-One small pipeline job (generated world, popularity backend pinned to the `gpu_node` worker, one
-tiny STAR epoch, variants real and filtered) on an S3 run directory; the other tests read what it
-left: its status, its logs, where its actors ran, and that no credential went with it. What needs
+One small pipeline job (`pipeline_job` in conftest.py: generated world, popularity backend pinned to
+the `gpu_node` worker, one tiny STAR epoch, variants real and filtered) on an S3 run directory; the
+tests read what it left: its status, its logs, where its actors ran, and that no credential went with it. What needs
 no cluster (refusals, an unreachable address) is in tests/unit/test_jobs.py.
 """
 
 from __future__ import annotations
 
 import json
-import time
-import uuid
-from types import SimpleNamespace
-
-import pytest
 
 from tests.conftest import REPO
-from tests.e2e.conftest import pipeline_config, submit, user_env
-from tests.integration.conftest import write_config
-
-
-@pytest.fixture(scope="module")
-def pipeline_job(ray_cluster, e2e_s3, tmp_path_factory):
-    bucket = "e2e-pipeline-" + uuid.uuid4().hex[:8]
-    e2e_s3.client().create_bucket(Bucket=bucket)
-    # Outside the repo: the config must travel with the job.
-    config = write_config(tmp_path_factory.mktemp("e2e") / "pipeline.yaml", pipeline_config())
-    job_id = "mdrec-e2e-" + uuid.uuid4().hex[:8]
-    started = time.time()
-    done, printed = submit(ray_cluster, config, "--run-dir", f"s3://{bucket}/run", "--job-id", job_id,
-                           "--set", "seed=1", env=user_env(ray_cluster, e2e_s3))
-    return SimpleNamespace(done=done, printed=printed, job_id=job_id, bucket=bucket,
-                           seconds=time.time() - started)
 
 
 def test_submit_runs_the_pipeline_on_the_cluster(pipeline_job, ray_cluster, e2e_s3):
