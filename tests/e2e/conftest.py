@@ -320,14 +320,27 @@ def start_cluster(extra_env: dict[str, str], worker_resources: dict | None = Non
     return cluster
 
 
+_RUNNING: list[RayCluster] = []
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(e2e_s3):
     """The two-node cluster: head (2 CPUs) and a `gpu_node` worker (1 CPU), S3 in their environment."""
     cluster = start_cluster(e2e_s3.env(), worker_resources={"gpu_node": 1})
+    _RUNNING.append(cluster)
     yield cluster
-    cluster.stop()
+    cluster.stop()  # again, if the hook below already did: stopping is idempotent
     if not os.environ.get("MDREC_E2E_KEEP"):  # set it to keep the cluster's logs for a look
         shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """Session-scoped (two modules share it), but no test after tests/e2e uses the cluster: stop
+    it after the last e2e test, so its idle processes do not slow the rest of the suite. (A
+    package-scoped fixture would need tests/e2e to be a package, which the imports here are not.)"""
+    if _RUNNING and (nextitem is None or Path(nextitem.path).parent != Path(__file__).parent):
+        while _RUNNING:
+            _RUNNING.pop().stop()
 
 
 # --------------------------------------------------------------------------- jobs

@@ -26,7 +26,7 @@ def test_submit_runs_the_pipeline_on_the_cluster(pipeline_job, ray_cluster, e2e_
     keys = set(e2e_s3.keys(pipeline_job.bucket, "run/"))
     for name in ("report/report.md", "config.yaml", "synthetic/filtered/_COMMITTED.json",
                  "models/star/filtered/cold_start/seed-1/model.pt",
-                 "evaluation/star/real/cold_start/seed-1/metrics.json"):
+                 "evaluation/star/real/cold_start/seed-1/metrics.json", "report/ndcg@10.png"):
         assert f"run/{name}" in keys, name
     written = e2e_s3.client().get_object(Bucket=pipeline_job.bucket, Key="run/config.yaml")["Body"].read().decode()
     assert "seed: 1" in written and f"run_dir: s3://{pipeline_job.bucket}/run" in written  # --set and --run-dir went along

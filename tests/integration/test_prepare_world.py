@@ -129,11 +129,12 @@ def test_failed_prepare_keeps_committed_output(ray_session, tmp_path, monkeypatc
 
 def test_demo_config_runs_end_to_end(ray_session, tmp_path, in_repo_root):
     """The README's demo config, every stage, shrunk to fit the suite (fewer users, STAR only, one
-    epoch): `mdrec run configs/demo.yaml` prints the domain, generation, filter, training and test
-    tables and writes a report comparing both cold domains' augmented runs with real-only."""
+    epoch, the warm protocol: cold-start runs of the whole pipeline are test_pipeline_run's):
+    `mdrec run configs/demo.yaml` prints the domain, generation, filter, training and test tables
+    and writes a report comparing both cold domains' augmented runs with real-only."""
     code, out, err = run_cli("run", "configs/demo.yaml", "--run-dir", str(tmp_path / "demo"),
                              "--set", "data.source.users=700", "--set", "train.models=[{name: star}]",
-                             "--set", "train.epochs=1")
+                             "--set", "train.epochs=1", "--set", "train.protocols=[warm]")
     assert code == 0, err[-3000:]
     lines = out.strip().splitlines()  # Ray may add its workers' log lines: find tables by header
 
@@ -150,18 +151,17 @@ def test_demo_config_runs_end_to_end(ray_session, tmp_path, in_repo_root):
 
     assert [r[:2] for r in table("domain", "role", "users")] == [["Books", "rich"], ["Movies", "cold"], ["Music", "cold"]]
     generated = table("protocol", "target", "eligible")
-    assert sorted((r[0], r[1]) for r in generated) == [("cold_start", "Movies"), ("cold_start", "Music"),
-                                                       ("warm", "Movies"), ("warm", "Music")]
+    assert sorted((r[0], r[1]) for r in generated) == [("warm", "Movies"), ("warm", "Music")]
     assert all(r[-1] == "yes" for r in generated)  # within budget
     filtered = table("protocol", "domain", "raw")
-    assert len(filtered) == 4 and all(int(r[-1].replace(",", "")) < int(r[2].replace(",", "")) for r in filtered)
+    assert len(filtered) == 2 and all(int(r[-1].replace(",", "")) < int(r[2].replace(",", "")) for r in filtered)
     trained = table("model", "variant", "protocol")
-    assert [(r[1], r[2]) for r in trained] == [(v, p) for p in ("warm", "cold_start") for v in ("real", "raw", "filtered")]
+    assert [(r[1], r[2]) for r in trained] == [(v, "warm") for v in ("real", "raw", "filtered")]
     report = (tmp_path / "demo" / "report" / "report.md").read_text()
     assert "### Movies (cold domain)" in report and "### Music (cold domain)" in report
     comparison = pd.read_csv(tmp_path / "demo" / "report" / "comparison.csv")
     assert sorted(set(zip(comparison["domain"], comparison["protocol"]))) == [
-        ("Books", "warm"), ("Movies", "cold_start"), ("Movies", "warm"), ("Music", "cold_start"), ("Music", "warm")]
+        ("Books", "warm"), ("Movies", "warm"), ("Music", "warm")]
     stats = json.loads((tmp_path / "demo" / "prepared" / "stats.json").read_text())
     assert stats["domains"]["Books"]["titles_missing"] > 0  # the demo keeps a few untitled items
     metrics = json.loads((tmp_path / "demo" / "models" / "star" / "real" / "warm" / "seed-0" / "metrics.json").read_text())
