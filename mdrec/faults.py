@@ -13,7 +13,7 @@ import time
 
 # Generation: the driver hangs once this many shards are written (then it is killed).
 HANG_AFTER_SHARDS = "MDREC_TEST_GENERATE_HANG_AFTER_SHARDS"
-# Generation: each actor sleeps this long per batch, so a kill finds batches still in flight.
+# Generation: each popularity-backend actor sleeps this long per batch, so a kill finds batches in flight.
 BATCH_SECONDS = "MDREC_TEST_GENERATE_BATCH_SECONDS"
 # Training: every worker sleeps this long after reporting the first epoch's checkpoint of a fresh run.
 PAUSE_AFTER_FIRST_CHECKPOINT = "MDREC_TEST_TRAIN_PAUSE_SECONDS"
@@ -43,4 +43,3 @@ def pause_after_first_checkpoint(epoch: int, resumed: bool, rank: int) -> None:
         print(f"train: test hook: worker {rank} (pid {os.getpid()}) pausing {seconds:g}s after epoch 0's checkpoint",
               flush=True)
         time.sleep(seconds)
-
