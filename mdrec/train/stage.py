@@ -47,6 +47,7 @@ class PreparedData:
     valid: Candidates
     context: InteractionContext
     fingerprint: str
+    domain_names: dict[int, str]  # domain_idx -> name, for per-domain validation
     variant: Variant = Variant.real
     synthetic: pd.DataFrame | None = None  # augmented variants: the synthetic training rows (TRAIN_COLUMNS)
     synthetic_fingerprint: str | None = None
@@ -163,7 +164,7 @@ def load_prepared(run_dir: RunDir, protocol: Protocol) -> PreparedData:
     valid = Candidates.from_cases(cases["user_idx"], cases["domain_idx"], cases["ts"], cases["item_idx"],
                                   list(cases["negatives"]), catalog=np.arange(dims.num_items))
     return PreparedData(protocol, dims, ranges, loc.join("train").path, loc.fs, valid,
-                        load_context(run_dir, protocol, dims), record["fingerprint"])
+                        load_context(run_dir, protocol, dims), record["fingerprint"], domain_names(run_dir))
 
 
 def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec, key: RunKey) -> str:
@@ -211,7 +212,7 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
             "label": key.label,
             "dims": prepared.dims,
             "item_ranges": prepared.item_ranges,
-            "domain_names": domain_names(run_dir),
+            "domain_names": prepared.domain_names,
             "valid": valid_ref,
             "context": context_ref,
         },
