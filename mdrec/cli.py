@@ -32,6 +32,8 @@ ADDRESS_OPT = click.option(
     metavar="URL",
     help="The cluster's job API, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS).",
 )
+# The stages by name, not imported from mdrec.pipeline: that import costs every `mdrec` command
+# half a second. tests/unit/test_jobs.py keeps the two lists equal.
 UNTIL_OPT = click.option(
     "--until",
     type=click.Choice(["prepare", "generate", "filter", "train", "evaluate", "report"]),

@@ -17,6 +17,7 @@ import signal
 import time
 import uuid
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -43,8 +44,6 @@ def copy_run(s3, src_bucket: str, dst_bucket: str, stages: list[str]) -> int:
 
 def table(s3, bucket: str, prefix: str):
     """Every Parquet file under PREFIX, as one Arrow table."""
-    import pyarrow as pa
-
     client = s3.client()
     parts = [pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read()))
              for k in s3.keys(bucket, prefix) if k.endswith(".parquet")]
@@ -57,8 +56,9 @@ def synthetic_rows(s3, bucket: str, variant: str = "raw") -> list[tuple]:
 
 
 def lost_and_duplicated(rows: list[tuple], reference: list[tuple]) -> tuple[int, int]:
-    lost = len(set(reference) - set(rows))
-    return lost, len(rows) - len(set(rows)) + len(set(rows) - set(reference))
+    """Reference rows missing, and rows written more than once (rows the reference lacks fail
+    the tests' `rows == reference`)."""
+    return len(set(reference) - set(rows)), len(rows) - len(set(rows))
 
 
 def read_json(s3, bucket: str, key: str) -> dict:
