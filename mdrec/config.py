@@ -8,11 +8,12 @@ only the keys it understands.
 from __future__ import annotations
 
 import enum
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mdrec.data.schema import Protocol
 from mdrec.errors import ConfigError
@@ -20,6 +21,27 @@ from mdrec.errors import ConfigError
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# Ray's node-label grammar (ray start --labels, label_selector): a name of 1-63 characters, an
+# optional DNS-style prefix on keys; selector values may be negated (!) or a set: in(a,b).
+_LABEL_NAME = r"[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,61}[a-zA-Z0-9])?"
+_LABEL_KEY = re.compile(rf"({_LABEL_NAME}(\.{_LABEL_NAME})*/)?{_LABEL_NAME}")
+_LABEL_VALUE = re.compile(rf"!?({_LABEL_NAME}|in\({_LABEL_NAME}(, ?{_LABEL_NAME})*\))")
+
+
+def _check_label_selector(selector: dict[str, str]) -> dict[str, str]:
+    for key, value in selector.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise ValueError(f"label key {key!r} is not a Ray node label name (letters, digits, '-', '_', '.'; "
+                             "an optional 'prefix/')")
+        if not _LABEL_VALUE.fullmatch(value):
+            raise ValueError(f"label value {value!r} of {key!r}: expected a value, !value, in(a,b) or !in(a,b)")
+    return selector
+
+
+# Node labels a task, actor or worker needs, in Ray's label-selector form: {mdrec-node: cpu}.
+LabelSelector = Annotated[dict[str, str], AfterValidator(_check_label_selector)]
 
 
 # --------------------------------------------------------------------------- enums
@@ -312,6 +334,11 @@ class TrainConfig(StrictModel):
         default_factory=lambda: {"CPU": 1.0},
         description="Ray resources of each worker; fractional CPUs keep small machines from hanging.",
     )
+    label_selector: LabelSelector | None = Field(
+        None,
+        description="Node labels each worker needs (Ray label selector, e.g. {mdrec-node: gpu}); null: "
+        "ray.cpu_label_selector, or anywhere when use_gpu. Applied on a cluster only.",
+    )
     torch_threads: int | None = Field(
         None, gt=0, description="Intra-op threads of each worker's torch; null keeps Ray's setting (one per reserved CPU)."
     )
@@ -432,6 +459,12 @@ class BackendResources(StrictModel):
     resources: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources per actor, e.g. {gpu_node: 1} to pin actors to GPU nodes."
     )
+    label_selector: LabelSelector = Field(
+        default_factory=dict,
+        description="Node labels the backend's actors need (Ray label selector, e.g. {mdrec-node: gpu}); the "
+        "backend's part of generate uses it instead of ray.cpu_label_selector. {}: placed by GPUs and resources "
+        "alone. Applied on a cluster only.",
+    )
     batch_size: int = Field(64, gt=0, description="User contexts per backend call.")
 
 
@@ -504,6 +537,16 @@ class VllmBackendConfig(BackendResources):
                              f"(literal braces doubled): {type(e).__name__} {e}") from None
         return v
 
+    @model_validator(mode="after")
+    def _selector_reaches_the_engine(self):
+        # An engine over several GPUs is placed by a placement group, and ray.data.llm gives its
+        # bundles no label selector: the engine actor would need the labels, its bundles would not
+        # ask for them, and it could wait forever on a GPU node without them.
+        if self.label_selector and self.tensor_parallel_size > 1:
+            raise ValueError("label_selector needs tensor_parallel_size 1 (ray.data.llm places bigger engines with "
+                             "placement groups that take no labels); pin them with `resources` instead")
+        return self
+
 
 BackendConfig = Annotated[
     Union[PopularityBackendConfig, SemanticBackendConfig, TranslatorBackendConfig, VllmBackendConfig],
@@ -535,6 +578,15 @@ class GenerateConfig(StrictModel):
     def _no_repeats(cls, v):
         if v is not None and len(set(v)) != len(v):
             raise ValueError("must not repeat a value")
+        return v
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _default_backend_type(cls, v):
+        # `--set generate.backend.batch_size=8` on a file without a backend section tunes the
+        # default backend; without this it fails on the missing discriminator.
+        if isinstance(v, dict) and "type" not in v:
+            return {"type": "semantic", **v}
         return v
 
 
@@ -663,6 +715,12 @@ class RayConfig(StrictModel):
     shuffle: ShuffleStrategy = Field(
         ShuffleStrategy.sort,
         description="Shuffle for the per-user passes; the hash shuffle starts aggregator actors on every pass (seconds each).",
+    )
+    cpu_label_selector: LabelSelector = Field(
+        default_factory=dict,
+        description="Node labels (Ray label selector, e.g. {mdrec-node: cpu}) every CPU stage's tasks and actors "
+        "need: prepare, generate but its backend, filter, train's data loading, evaluate. {}: anywhere Ray "
+        "likes. Applied on a cluster only: a Ray that mdrec starts has one node.",
     )
 
 

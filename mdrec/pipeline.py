@@ -95,6 +95,12 @@ def run_stages(cfg: MdrecConfig, run_dir: RunDir, names: list[str], *, force: bo
                force_only: list[str] | None = None, log: Log = print) -> dict:
     """Run `names` in order; `force` redoes them all, or only those in `force_only` when given."""
     results = {}
+    if any(name != "report" for name in names):  # the report reads files; every other stage runs on Ray
+        from mdrec import placement
+        from mdrec.ray_session import ensure_ray
+
+        ensure_ray(cfg.ray)
+        placement.describe(cfg, log)
     for name in names:
         if name not in STAGES:
             raise ValueError(f"unknown stage {name!r}")

@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 
+from mdrec import placement
 from mdrec.config import RayConfig, ShuffleStrategy
 
 
@@ -25,12 +26,14 @@ def ensure_ray(cfg: RayConfig) -> None:
         )
         if address:
             ray.init(address=address, **kwargs)
+            placement.mark_started_here(False)
         else:
             # Unix socket paths must stay short: keep Ray's temp dir near /tmp, one per user.
             tmp = os.environ.get("RAY_TMPDIR") or cfg.tmpdir or os.path.join(tempfile.gettempdir(), "mdrec-ray")
             os.makedirs(tmp, exist_ok=True)
             os.environ.setdefault("RAY_TMPDIR", tmp)
             ray.init(num_cpus=cfg.num_cpus, _temp_dir=tmp, **kwargs)
+            placement.mark_started_here(True)
     configure_data_context(cfg)
 
 
@@ -43,6 +46,8 @@ def configure_data_context(cfg: RayConfig) -> None:
     ctx.enable_progress_bars = show
     ctx.enable_operator_progress_bars = show
     ctx.print_on_execution_start = False
+    # Every dataset made from now on runs where the CPU stages may (the backend's, see generate).
+    ctx.execution_options.label_selector = placement.cpu_selector(cfg) or None
     from ray.data.context import ShuffleStrategy as RayShuffle
 
     ctx.shuffle_strategy = (

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
+from mdrec import placement
 from mdrec.config import MdrecConfig, Role, TeacherFilter, Variant
 from mdrec.data.schema import Protocol
 from mdrec.errors import ConfigError, DataError
@@ -213,9 +214,9 @@ def _chunks(files: list, tasks: int) -> list[list]:
     return [files[i::tasks] for i in range(tasks)]
 
 
-def _cut(states: list, step, step_cfg, ctx: FilterContext, remote) -> list:
+def _cut(states: list, step, step_cfg, ctx: FilterContext, options: dict) -> list:
     groups = list(step.groups)
-    counts = pd.concat(ray.get([_count.remote(s, groups) for s in states]), ignore_index=True)
+    counts = pd.concat(ray.get([_count.options(**options).remote(s, groups) for s in states]), ignore_index=True)
     if counts.empty:
         return states
     counts = counts.groupby(groups, as_index=False)["n"].sum()
@@ -223,14 +224,15 @@ def _cut(states: list, step, step_cfg, ctx: FilterContext, remote) -> list:
     over = counts[counts["n"] > counts["limit"]]
     if over.empty:
         return states
-    ranked = pd.concat(ray.get([_rows_of_groups.remote(s, groups, over[groups], step.order) for s in states]),
-                       ignore_index=True)
+    ranked = pd.concat(ray.get([_rows_of_groups.options(**options).remote(s, groups, over[groups], step.order)
+                                for s in states]), ignore_index=True)
     ranked = best_first(ranked, step.order)
     position = ranked.groupby(groups, sort=False).cumcount().to_numpy()
     limit = ranked.merge(over[[*groups, "limit"]], on=groups, how="left")["limit"].to_numpy()
     gone = ranked["row"].to_numpy()[position >= limit]
     chunk_of = gone >> np.int64(32)
-    return [remote.remote(s, gone[chunk_of == i], step_cfg.name) if np.any(chunk_of == i) else s
+    drop = _drop_rows.options(**options)
+    return [drop.remote(s, gone[chunk_of == i], step_cfg.name) if np.any(chunk_of == i) else s
             for i, s in enumerate(states)]
 
 
@@ -260,7 +262,7 @@ def run_filter(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: L
     files = raw.location.files()
     locations = [raw.location.join(f.path[len(raw.location.path) + 1:]) for f in files]
     from mdrec.generate.stage import SYNTHETIC_SCHEMA as schema
-    options = dict(num_cpus=cfg.filter.cpus_per_task)
+    options = placement.task_options(cfg.ray, num_cpus=cfg.filter.cpus_per_task)
     chunks = _chunks(locations, cfg.filter.tasks or 2 * cluster_cpus())
     states = [_load.options(**options).remote(c, i, cfg.seed) for i, c in enumerate(chunks)]
     teacher_ref = ray.put(teachers) if teachers else None
@@ -271,7 +273,7 @@ def run_filter(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: L
         if step.needs_teacher:
             states = [_teacher_scores.options(**options).remote(s, teacher_ref) for s in states]
         if step.is_cut:
-            states = _cut(states, step, step_cfg, ctx, _drop_rows.options(**options))
+            states = _cut(states, step, step_cfg, ctx, options)
         else:
             states = [_apply_local.options(**options).remote(s, step_cfg, ctx_ref) for s in states]
         ray.wait(states, num_returns=len(states), fetch_local=False)

@@ -30,7 +30,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from mdrec import faults
+from mdrec import faults, placement
 from mdrec.config import MdrecConfig, Role, SemanticBackendConfig
 from mdrec.data.schema import Protocol
 from mdrec.errors import ConfigError, DataError
@@ -82,8 +82,8 @@ def needs_encoder(cfg: MdrecConfig) -> bool:
 
 
 def fingerprint(cfg: MdrecConfig, prepared_fp: str) -> str:
-    # Output depends on these; not on how many actors run or how batches are cut.
-    resources = {"num_actors", "cpus_per_actor", "gpus_per_actor", "resources", "batch_size", "env"}
+    # Output depends on these; not on how many actors run, where, or how batches are cut.
+    resources = {"num_actors", "cpus_per_actor", "gpus_per_actor", "resources", "label_selector", "batch_size", "env"}
     payload = {
         "format": FORMAT, "prepared": prepared_fp, "seed": cfg.seed,
         "protocols": [p.value for p in resolve_protocols(cfg)],
@@ -251,7 +251,9 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
                                             protocols, targets, log))
         model_name, details = built.model_name, built.details
         writer.model = model_name
-        writer.stream(built.apply(contexts), expected)
+        # The backend's work needs its own selector: the CPU stages' one, which the contexts
+        # carry, would otherwise reach the backend's actors too.
+        writer.stream(built.apply(placement.on_nodes(contexts, placement.backend_selector(cfg))), expected)
     timings["backend_seconds"] = round(time.perf_counter() - backend_started, 2)
     missing = set(range(plan.num_shards)) - store.done()
     if missing:

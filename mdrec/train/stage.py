@@ -23,6 +23,7 @@ import ray
 import ray.data
 import torch
 
+from mdrec import placement
 from mdrec.config import MdrecConfig, ModelSpec, Variant
 from mdrec.data.schema import Protocol, Source, Split
 from mdrec.errors import DataError
@@ -171,7 +172,8 @@ def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec, key: 
     # What changes the trained weights; not how many workers or seeds/protocols/variants sit beside it.
     payload = {"prepared": prepared.fingerprint, "key": key.path, "spec": spec.model_dump(mode="json"),
                "train": cfg.train.model_dump(mode="json", exclude={"models", "protocols", "seeds", "num_workers",
-                                                                   "use_gpu", "resources_per_worker", "max_failures",
+                                                                   "use_gpu", "resources_per_worker", "label_selector",
+                                                                   "max_failures",
                                                                    "torch_threads", "variants", "synthetic_weight"})}
     if prepared.variant is not Variant.real:
         payload["synthetic"] = {"from": prepared.synthetic_fingerprint, "weight": cfg.train.synthetic_weight}
@@ -217,10 +219,13 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
             "context": context_ref,
         },
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                     resources_per_worker=dict(t.resources_per_worker)),
+                                     resources_per_worker=dict(t.resources_per_worker),
+                                     label_selector=placement.train_selector(cfg) or None),
         datasets={"train": dataset},
-        # Blocks in read order, so one worker with one seed sees the same batches every run.
-        dataset_config=DataConfig(execution_options=ExecutionOptions(preserve_order=True)),
+        # Blocks in read order, so one worker with one seed sees the same batches every run. These
+        # options replace the dataset's own: the CPU stages' selector must be said again.
+        dataset_config=DataConfig(execution_options=ExecutionOptions(
+            preserve_order=True, label_selector=placement.cpu_selector(cfg.ray) or None)),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage.path,

@@ -1,8 +1,9 @@
 """End-to-end fixtures: a real two-node Ray cluster on loopback, an S3 server its nodes write to,
 and helpers to run `mdrec` against the cluster and to wait for its jobs.
 
-The cluster is `ray start --head` (2 CPUs) plus `ray start --address` (1 CPU and the custom
-resource `gpu_node`, standing in for a GPU node), each its own process group, started with the
+The cluster is `ray start --head` (2 CPUs, node label mdrec-node=cpu) plus `ray start --address`
+(1 CPU, the custom resource `gpu_node` and the label mdrec-node=gpu, standing in for a GPU node),
+each its own process group, started with the
 S3 server's AWS_* variables: jobs find S3 through the nodes' environment, never through
 `mdrec submit`, whose environment holds the secret key but no S3 endpoint. The cluster uses
 Ray's token authentication with a token of its own, as a real cluster would.
@@ -175,13 +176,14 @@ class RayCluster:
         self.nodes.append(node)
         return node
 
-    def start_head(self, num_cpus: int = 2) -> Node:
+    def start_head(self, num_cpus: int = 2, labels: dict | None = None) -> Node:
         return self._start("head", ["--head", "--port", str(self.gcs_port), "--num-cpus", str(num_cpus),
                                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
-                                    "--ray-client-server-port", str(free_port())], self.root)
+                                    "--ray-client-server-port", str(free_port()), *_labels(labels)], self.root)
 
-    def add_node(self, num_cpus: int = 1, resources: dict | None = None, name: str | None = None) -> Node:
-        args = ["--address", f"127.0.0.1:{self.gcs_port}", "--num-cpus", str(num_cpus)]
+    def add_node(self, num_cpus: int = 1, resources: dict | None = None, name: str | None = None,
+                 labels: dict | None = None) -> Node:
+        args = ["--address", f"127.0.0.1:{self.gcs_port}", "--num-cpus", str(num_cpus), *_labels(labels)]
         if resources:
             args += ["--resources", json.dumps(resources)]
         name = name or f"node{len(self.nodes)}"
@@ -294,18 +296,29 @@ class RayCluster:
         assert not left, f"processes of the Ray cluster in {self.root} outlived it: {left}"
 
 
+def _labels(labels: dict | None) -> list[str]:
+    return ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())] if labels else []
+
+
+# Node labels of the two nodes: what `ray.cpu_label_selector` and the backend's selector name.
+CPU_NODE = {"mdrec-node": "cpu"}
+GPU_NODE = {"mdrec-node": "gpu"}
+
+
 def start_cluster(extra_env: dict[str, str], worker_resources: dict | None = None) -> RayCluster:
-    """A head (2 CPUs) and one worker node (1 CPU, `worker_resources`), ready to take jobs."""
+    """A head (2 CPUs, CPU_NODE labels) and one worker node (1 CPU, `worker_resources`, GPU_NODE
+    labels), ready to take jobs."""
     root = Path(tempfile.mkdtemp(prefix="mdrec-e2e-", dir="/tmp"))
     (root / "auth_token").write_text(secrets.token_hex(32))
     env = {**_base_env(), **extra_env, MARKER: str(root),
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "auth_token")}
     cluster = RayCluster(root, env)
     try:
-        cluster.start_head(num_cpus=2)
+        cluster.start_head(num_cpus=2, labels=CPU_NODE)
         cluster.wait_ready(nodes=1)
         for attempt in range(3):  # one node at a time, and again if a loaded machine made it miss the limit
-            node = cluster.add_node(num_cpus=1, resources=worker_resources, name=f"worker{attempt or ''}")
+            node = cluster.add_node(num_cpus=1, resources=worker_resources, name=f"worker{attempt or ''}",
+                                    labels=GPU_NODE)
             try:
                 cluster.wait_ready(nodes=2)
                 break
@@ -348,7 +361,8 @@ def pytest_runtest_teardown(item, nextitem):
 
 def pipeline_config() -> dict:
     """A small whole pipeline: generated world, the popularity backend's actors pinned to the
-    `gpu_node` worker, filtered, one tiny STAR epoch per variant (real, filtered), evaluated."""
+    `gpu_node` worker by a custom resource, every CPU stage to the head by its node label, filtered,
+    one tiny STAR epoch per variant (real, filtered), evaluated."""
     cfg = world_config(users=300, cold_start={"fraction": 0.4})
     cfg["generate"] = {"backend": {"type": "popularity", "cpus_per_actor": 0.5, "batch_size": 32,
                                    "resources": {"gpu_node": 1}},
@@ -359,6 +373,7 @@ def pipeline_config() -> dict:
                     "variants": ["real", "filtered"], "epochs": 1, "batch_size": 256,
                     "resources_per_worker": {"CPU": 0.5}}
     cfg["evaluate"] = {"num_actors": 1}
+    cfg["ray"] = {**cfg.get("ray", {}), "cpu_label_selector": CPU_NODE}
     return cfg
 
 

@@ -126,12 +126,15 @@ def _shards(s3, reference) -> int:
 
 def test_generation_actor_killed_mid_stage(ray_cluster, e2e_s3, bucket, pipeline_job, report_fault):
     """SIGKILL a backend actor while generation is under way: Ray restarts it and retries its
-    batches; the stage's rows are exactly the undisturbed run's."""
+    batches; the stage's rows are exactly the undisturbed run's. The actors are pinned to the
+    GPU node by its label this time (`generate.backend.label_selector`), not by a resource."""
     copy_run(e2e_s3, pipeline_job.bucket, bucket, ["prepared"])
     reference = synthetic_rows(e2e_s3, pipeline_job.bucket)
     total = _shards(e2e_s3, pipeline_job)
     job = start_job(ray_cluster, e2e_s3, pipeline_job, bucket, "--until", "generate", *SMALL_SHARDS,
-                    "--set", "generate.backend.batch_size=4", "--env", f"{faults.BATCH_SECONDS}=2")
+                    "--set", "generate.backend.batch_size=4", "--set", "generate.backend.resources={}",
+                    "--set", "generate.backend.label_selector={mdrec-node: gpu}",
+                    "--env", f"{faults.BATCH_SECONDS}=2")
 
     def shards_written() -> int:
         return sum(k.endswith(".parquet") for k in e2e_s3.keys(bucket, "run/.generate/"))
@@ -139,6 +142,7 @@ def test_generation_actor_killed_mid_stage(ray_cluster, e2e_s3, bucket, pipeline
     # Once the first shard is written and before the last: batches are in flight.
     scorers = wait_until("the first shard", lambda: 0 < shards_written() < total and alive_actors(
         ray_cluster, job, "PopularityScorer"))
+    assert {ray_cluster.node_ids().get(a["node_id"]) for a in scorers} == {"gpu_node"}  # by the label alone
     victim = scorers[0]
     written = shards_written()
     kill(victim["pid"])
@@ -158,11 +162,13 @@ def test_generation_actor_killed_mid_stage(ray_cluster, e2e_s3, bucket, pipeline
 
 def test_training_worker_killed_resumes_from_checkpoint(ray_cluster, e2e_s3, bucket, pipeline_job, report_fault):
     """SIGKILL a Ray Train worker after epoch 0's checkpoint: the worker group restarts and goes
-    on from epoch 1. The workers ask for what train.resources_per_worker says (here, the `gpu_node`)."""
+    on from epoch 1. The workers ask for what the train config says (here, the `gpu_node`
+    resource and the GPU node's label: without the label they would inherit the CPU stages')."""
     copy_run(e2e_s3, pipeline_job.bucket, bucket, ["prepared"])
     job = start_job(ray_cluster, e2e_s3, pipeline_job, bucket, "--until", "train", "--set", "train.variants=[real]",
                     "--set", "train.epochs=3", "--set", "train.early_stopping.patience=3",
                     "--set", "train.resources_per_worker={CPU: 0.5, gpu_node: 0.5}",
+                    "--set", "train.label_selector={mdrec-node: gpu}",
                     "--env", f"{faults.PAUSE_AFTER_FIRST_CHECKPOINT}=60")
     wait_until("the pause after epoch 0's checkpoint", lambda: "pausing" in ray_cluster.job_logs(job))
 
@@ -176,7 +182,7 @@ def test_training_worker_killed_resumes_from_checkpoint(ray_cluster, e2e_s3, buc
     workers = alive_actors(ray_cluster, job, "RayTrainWorker")
     nodes = ray_cluster.node_ids()
     assert checkpoints and workers
-    assert {nodes.get(w["node_id"]) for w in workers} == {"gpu_node"}  # where train.resources_per_worker sent them
+    assert {nodes.get(w["node_id"]) for w in workers} == {"gpu_node"}  # where the train config sent them
     victim = workers[0]
     kill(victim["pid"])
     finish(ray_cluster, job)

@@ -486,3 +486,76 @@ def test_runtime_env_ships_the_repo_without_local_state():
     assert env["working_dir"] == "."
     assert {".venv/", "runs/", ".git/"} <= set(env["excludes"])
     assert "issue 6" not in RUNTIME_ENV.read_text()
+
+
+# --------------------------------------------------------------------------- node labels against the selectors
+
+
+def ray_start_labels(params: dict) -> dict:
+    """KubeRay passes rayStartParams.labels to `ray start --labels=...`; parsed (and checked) the
+    way `ray start` does."""
+    from ray._private.label_utils import parse_node_labels_string, validate_node_label_syntax
+
+    labels = parse_node_labels_string(params.get("labels", ""))
+    validate_node_label_syntax(labels)
+    return labels
+
+
+def node_labels() -> dict[str, dict[str, dict]]:
+    """file -> {'head' | 'cpu' | 'gpu': labels} of every node kind in cluster/."""
+    types = aws_config()["available_node_types"]
+    out = {"aws.yaml": {"head": types["ray.head.default"].get("labels", {}),
+                        "cpu": types["cpu_worker"].get("labels", {}), "gpu": types["gpu_worker"].get("labels", {})}}
+    for path, kind in ((RAYJOB, "RayJob"), (RAYCLUSTER, "RayCluster")):
+        obj = kuberay_docs(path)[kind]
+        cluster = obj["spec"]["rayClusterSpec"] if kind == "RayJob" else obj["spec"]
+        out[path.name] = {"head": ray_start_labels(cluster["headGroupSpec"]["rayStartParams"]),
+                          **{g["groupName"]: ray_start_labels(g["rayStartParams"]) for g in cluster["workerGroupSpecs"]}}
+    return out
+
+
+def test_cpu_stages_have_nodes_and_only_cpu_nodes_in_every_cluster_file():
+    from mdrec import placement
+    from mdrec.config import load_config
+
+    selector = load_config(REPO / "configs" / "gpu-vllm.yaml").ray.cpu_label_selector
+    assert selector, "configs/gpu-vllm.yaml pins its CPU stages"
+    for name, kinds in node_labels().items():
+        matching = {kind for kind, labels in kinds.items() if placement.matches(selector, labels)}
+        assert matching == {"cpu"}, (name, kinds)
+        assert placement.matches({"mdrec-node": "gpu"}, kinds["gpu"]), name  # what the comments offer backends
+
+
+# --------------------------------------------------------------------------- the image (cluster/Dockerfile)
+# No docker here to build it: these check that it builds what the manifests name.
+
+
+def dockerfile_args() -> dict[str, str]:
+    text = (CLUSTER / "Dockerfile").read_text()
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+
+
+def test_dockerfile_builds_the_images_the_manifests_name():
+    text = (CLUSTER / "Dockerfile").read_text()
+    args = dockerfile_args()
+    assert args["RAY_VERSION"] == ray_version() and args["VARIANT"] == "cpu"
+    assert re.search(r"^FROM rayproject/ray:\$\{RAY_VERSION\}-py311-\$\{VARIANT\}$", text, flags=re.M)
+    # Each kind gets the extras its nodes run, as cluster/aws.yaml installs them.
+    aws = aws_config()
+    assert "[semantic]" in aws["setup_commands"][-1] and "'/home/ray/mdrec[semantic]'" in text
+    assert "[vllm,semantic]" in aws["available_node_types"]["gpu_worker"]["worker_setup_commands"][0]
+    assert "'/home/ray/mdrec[vllm,semantic]'" in text and "whl/cpu torch" in text
+    # Every image line of the manifests is one of the two tags the header's commands build.
+    tags = set(re.findall(r"-t \S+/mdrec:(\S+) \.$", text, flags=re.M))
+    assert tags == {f"0.1.0-ray{ray_version()}-py311-cpu", f"0.1.0-ray{ray_version()}-py311-gpu"}
+    for path in (RAYJOB, RAYCLUSTER):
+        images = set(re.findall(r"image: \S+/mdrec:(\S+)", path.read_text()))
+        assert images and images <= tags, (path.name, images)
+
+
+def test_docker_build_context_is_the_package_only():
+    rules = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert rules[0] == "*"  # everything out, then the package back in
+    assert set(rules[1:]) == {"!pyproject.toml", "!README.md", "!mdrec/", "**/__pycache__"}
+    copied = re.findall(r"^COPY --chown=ray (.+) \S+$", (CLUSTER / "Dockerfile").read_text(), flags=re.M)
+    assert copied == ["pyproject.toml README.md", "mdrec"]

@@ -55,6 +55,11 @@ def test_override_can_switch_source_type(tmp_path):
         (["prepare.cold_start.fraction=1.5"], "'prepare.cold_start.fraction'"),
         (["train.early_stopping.metric=logloss"], "'train.early_stopping.metric': Value error, must be one of auc"),
         (["train.modelz=[]"], "unknown key 'train.modelz'"),
+        (["ray.cpu_label_selector={mdrec node: cpu}"], "'ray.cpu_label_selector': Value error, label key 'mdrec node'"),
+        (["train.label_selector={mdrec-node: -gpu}"], "label value '-gpu' of 'mdrec-node'"),
+        (["generate.backend.label_selector={gpu: in()}"], "'generate.backend.label_selector': Value error, label value 'in()' of 'gpu'"),
+        (["generate.backend={type: vllm, model: m, tensor_parallel_size: 2, label_selector: {mdrec-node: gpu}}"],
+         "label_selector needs tensor_parallel_size 1"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tmp_path, overrides, message):

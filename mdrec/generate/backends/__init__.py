@@ -12,6 +12,7 @@ from typing import Callable
 import ray
 import ray.data
 
+from mdrec import placement
 from mdrec.data.schema import Protocol
 from mdrec.config import (MdrecConfig, PopularityBackendConfig, SemanticBackendConfig, TranslatorBackendConfig,
                           VllmBackendConfig)
@@ -72,7 +73,7 @@ def _translator(backend: TranslatorBackendConfig, inputs: BackendInputs) -> Buil
     from mdrec.generate.backends.translator import TranslatorScorer, train_translator, translator_examples
 
     cfg = inputs.cfg
-    train = ray.remote(num_cpus=1)(train_translator)
+    train = ray.remote(train_translator).options(**placement.task_options(cfg.ray, num_cpus=1))
     futures, sizes = {}, {}
     for protocol in inputs.protocols:
         for target in inputs.targets:
