@@ -44,7 +44,7 @@ from mdrec.storage import RunDir
 from mdrec.train.examples import Candidates, pad_rows
 from mdrec.train.context import InteractionContext
 from mdrec.train.loop import score
-from mdrec.train.stage import load_context, read_dims, with_synthetic_context
+from mdrec.train.stage import load_context, read_shape, with_synthetic_context
 
 Log = Callable[[str], None]
 FORMAT = 3  # bump when the metrics change, so committed evaluations are redone
@@ -164,13 +164,12 @@ def _score_cases(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, runs: li
     ).to_pandas()
 
 
-def _full_sample_rates(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol) -> dict[int, float]:
+def _full_sample_rates(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, domains: pd.DataFrame) -> dict[int, float]:
     """Per domain_idx, the share of test cases ranked against the full catalog (about N per domain)."""
     wanted = cfg.evaluate.full_catalog_cases
-    loc = run_dir.stage("prepared").location
-    stats = loc.join("stats.json").read_json()["domains"]
+    stats = run_dir.stage("prepared").location.join("stats.json").read_json()["domains"]
     rates = {}
-    for row in loc.join("domains.parquet").read_table().to_pandas().itertuples():
+    for row in domains.itertuples():
         d = stats[row.domain]
         count = d["splits"]["test"] if protocol is Protocol.warm else d["cold_start"]["test"]
         rates[int(row.domain_idx)] = 1.0 if wanted is None or count <= wanted else wanted / count
@@ -220,11 +219,11 @@ def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, key
     if not todo:
         return results
 
-    dims, ranges = read_dims(run_dir)
+    shape = read_shape(run_dir)
+    dims, ranges, domains = shape.dims, shape.ranges, shape.domains
     seen = load_context(run_dir, protocol, dims)
     variant = Variant(todo[0][0].variant)
     context = with_synthetic_context(run_dir, protocol, variant, seen)  # no second read of the training rows
-    domains = run_dir.stage("prepared").location.join("domains.parquet").read_table().to_pandas()
     summaries = [trained.location.join("metrics.json").read_json() for _, trained, _, _ in todo]
     # Parameters as each committed model was trained, not as the config says now.
     runs = [(key.model, summary["params"], trained.location.join("model.pt").read_bytes())
@@ -238,7 +237,7 @@ def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, key
     if cfg.evaluate.full_catalog:
         started = time.perf_counter()
         full = _score_cases(cfg, run_dir, protocol, runs, context, seen, dims, ranges,
-                            _full_sample_rates(cfg, run_dir, protocol))
+                            _full_sample_rates(cfg, run_dir, protocol, domains))
         full_seconds = time.perf_counter() - started
     log(f"evaluate {protocol.value} {variant.value}: {len(scored):,} test cases x {len(runs)} runs scored in {pass_seconds:.1f}s"
         + (f", full catalog {len(full):,} cases in {full_seconds:.1f}s" if full is not None else ""))
@@ -262,7 +261,7 @@ def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, key
         }
         with stage.writing(fp, meta={"model": key.model}) as out:
             out.join("metrics.json").write_json(result)
-            out.join("cases.parquet").write_table(_per_case(scored, i, dict(zip(domains["domain_idx"], domains["domain"]))))
+            out.join("cases.parquet").write_table(_per_case(scored, i, shape.names))
         results[key] = result
     return results
 

@@ -70,20 +70,27 @@ def _prepared_record(run_dir: RunDir) -> dict:
     return record
 
 
-def read_dims(run_dir: RunDir) -> tuple[Dims, dict[int, tuple[int, int]]]:
-    """Model sizes and each domain's item range, from the prepared id tables."""
+@dataclass(frozen=True)
+class PreparedShape:
+    """Sizes and domains of a prepared run directory, from its id tables (read once per protocol)."""
+
+    dims: Dims
+    ranges: dict[int, tuple[int, int]]  # domain_idx -> its [start, end) of item_idx
+    domains: pd.DataFrame  # prepared/domains.parquet: domain_idx, domain, role, item range
+
+    @property
+    def names(self) -> dict[int, str]:
+        return dict(zip(self.domains["domain_idx"].astype(int), self.domains["domain"]))
+
+
+def read_shape(run_dir: RunDir) -> PreparedShape:
     _prepared_record(run_dir)
     loc = run_dir.stage("prepared").location
     domains = loc.join("domains.parquet").read_table().to_pandas()
     n_users = loc.join("users.parquet").read_table(columns=["user_idx"]).num_rows
     n_items = loc.join("items.parquet").read_table(columns=["item_idx"]).num_rows
     ranges = {int(r.domain_idx): (int(r.item_idx_start), int(r.item_idx_end)) for r in domains.itertuples()}
-    return Dims(n_users, n_items, len(domains)), ranges
-
-
-def domain_names(run_dir: RunDir) -> dict[int, str]:
-    domains = run_dir.stage("prepared").location.join("domains.parquet").read_table(columns=["domain_idx", "domain"])
-    return dict(zip(domains.column("domain_idx").to_pylist(), domains.column("domain").to_pylist()))
+    return PreparedShape(Dims(n_users, n_items, len(domains)), ranges, domains)
 
 
 TRAIN_COLUMNS = ["user_idx", "item_idx", "domain_idx", "ts", "weight"]
@@ -100,7 +107,7 @@ def _train_rows(batch: pd.DataFrame, *, protocol: str, columns: list[str] = TRAI
 def load_context(run_dir: RunDir, protocol: Protocol, dims: Dims | None = None,
                  variant: Variant = Variant.real) -> InteractionContext:
     """Every training row of the protocol (and the variant's synthetic rows), as histories and a graph."""
-    dims = dims or read_dims(run_dir)[0]
+    dims = dims or read_shape(run_dir).dims
     train = run_dir.stage("prepared").location.join("train")
     table = train.read_table(columns=["user_idx", "item_idx", "domain_idx", "ts", "held_out"]).to_pandas()
     rows = _train_rows(table, protocol=protocol.value, columns=TRAIN_COLUMNS[:4])
@@ -154,7 +161,7 @@ def with_variant(prepared: PreparedData, run_dir: RunDir, variant: Variant, weig
 
 def load_prepared(run_dir: RunDir, protocol: Protocol) -> PreparedData:
     record = _prepared_record(run_dir)
-    dims, ranges = read_dims(run_dir)
+    shape = read_shape(run_dir)
     loc = run_dir.stage("prepared").location
     # Only this protocol's validation cases: test cases and their negatives stay on disk.
     only = (pc.field("protocol") == protocol.value) & (pc.field("split") == Split.valid.value)
@@ -163,9 +170,9 @@ def load_prepared(run_dir: RunDir, protocol: Protocol) -> PreparedData:
         raise DataError(f"{loc.join('cases').uri}: no {protocol.value} validation cases (is the protocol enabled in "
                         "prepare, e.g. prepare.cold_start.fraction > 0?)")
     valid = Candidates.from_cases(cases["user_idx"], cases["domain_idx"], cases["ts"], cases["item_idx"],
-                                  list(cases["negatives"]), catalog=np.arange(dims.num_items))
-    return PreparedData(protocol, dims, ranges, loc.join("train").path, loc.fs, valid,
-                        load_context(run_dir, protocol, dims), record["fingerprint"], domain_names(run_dir))
+                                  list(cases["negatives"]), catalog=np.arange(shape.dims.num_items))
+    return PreparedData(protocol, shape.dims, shape.ranges, loc.join("train").path, loc.fs, valid,
+                        load_context(run_dir, protocol, shape.dims), record["fingerprint"], shape.names)
 
 
 def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec, key: RunKey) -> str:
@@ -273,7 +280,7 @@ def run_train(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Lo
     from mdrec.ray_session import ensure_ray
 
     ensure_ray(cfg.ray)
-    dims, _ = read_dims(run_dir)
+    dims = read_shape(run_dir).dims
     specs = {spec.name: spec for spec in cfg.train.models}
     for spec in cfg.train.models:
         # Fail on the driver, in one line, before any worker starts: unknown names, bad params.

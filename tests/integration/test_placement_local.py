@@ -45,3 +45,21 @@ def test_cpu_selector_reaches_the_data_context_on_a_cluster_only(ray_session, mo
         monkeypatch.setattr(placement, "_started_here", True)
         configure_data_context(RayConfig(progress_bars=False))  # the other tests' settings
     assert ray.data.DataContext.get_current().execution_options.label_selector is None
+
+
+def test_run_says_where_work_goes_and_warns_when_no_node_matches(ray_session, monkeypatch, tmp_path):
+    import ray
+
+    from mdrec.config import load_config
+
+    node = ray.get_runtime_context().get_node_id()
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data: {{source: {{type: world}}}}\nray: {{cpu_label_selector: {{ray.io/node-id: '{node}'}}}}\n"
+                    "generate: {backend: {type: popularity, label_selector: {mdrec-node: gpu}}}\n")
+    monkeypatch.setattr(placement, "_started_here", False)  # as if joined to a cluster
+    logged = []
+    placement.describe(load_config(path), logged.append)
+    assert logged[0] == f"placement: CPU stages on nodes labelled {{'ray.io/node-id': '{node}'}} (1 of 1 now)"
+    assert logged[1].startswith("placement: WARNING no live node has labels {'mdrec-node': 'gpu'} (generation backend)")
+    assert logged[2].startswith("placement: training workers on nodes labelled {'ray.io/node-id'")  # the CPU one
+    assert len(logged) == 3
