@@ -4,6 +4,7 @@ report; then the same run killed mid-training and resumed gives the same report.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -159,11 +160,16 @@ def test_rerun_reuses_every_stage(pipeline_run):
 def test_killed_mid_training_resumes_and_gives_the_same_report(pipeline_run, tmp_path):
     config, full_run, _, _ = pipeline_run
     run_dir = tmp_path / "run"
+    # What the uninterrupted run committed before the filtered variant's training, copied (stage
+    # commits hold content fingerprints, not paths): this run reuses them and trains only that one.
+    for stage in ("prepared", "synthetic", "models/star/real", "models/star/raw"):
+        shutil.copytree(full_run / stage, run_dir / stage)
     # The filtered variant's first epoch: raw is committed, filtered is mid-way. The progress line is
     # printed before the checkpoint is reported: kill only once Ray Train has registered it.
     lines = run_cli_until(["run", config, "--run-dir", str(run_dir)], "[star filtered cold_start seed 0] epoch 1/", 420,
                           ready=lambda: any((run_dir / ".train").glob("star-filtered-*/checkpoint_manager_snapshot.json")))
     assert any("[star filtered cold_start seed 0] epoch 1/" in line for line in lines), "".join(lines[-30:])
+    assert sum("reusing" in line for line in lines) >= 5  # prepare, generate, filter, train real and raw
     assert (run_dir / "models" / "star" / "raw" / "cold_start" / "seed-0" / "_COMMITTED.json").exists()
     assert not (run_dir / "models" / "star" / "filtered").exists()
     assert not (run_dir / "report").exists()
