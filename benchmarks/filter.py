@@ -83,7 +83,7 @@ def synthetic_events(run_dir, rows: int, seed: int = 0):
         "user_id": users["user_id"].to_numpy()[user], "item_id": items["item_id"].to_numpy()[item], "domain": "Food",
         "score": rng.random(rows), "rank": rng.integers(1, 4, rows).astype(np.int32), "backend": "bench",
         "model": "made-up", "prompt_sha": "", "protocol": "warm", "user_idx": user, "item_idx": item,
-        "domain_idx": food,
+        "domain_idx": food, "rejected_item_id": None, "rejected_item_idx": None,
     })
     return pa.Table.from_pandas(frame, schema=SYNTHETIC_SCHEMA, preserve_index=False)
 

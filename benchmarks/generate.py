@@ -1,35 +1,4 @@
-"""Speed of the generate stage's backends: vLLM through the Ray pipeline vs a bare vLLM loop, and semantic.
-
-vLLM (choose mode, structured JSON answers) on a tiny random-weight Llama built into the work
-folder (tests/tiny_llm.py), on synthetic user contexts (10 history titles, 20 candidate titles):
-
-- pipeline: `build_vllm(cfg, inputs).apply(contexts)`, what the generate stage runs: our prompt
-  stage, ray.data.llm's engine actor (one engine), the postprocess (answer parsing);
-- bare: the same token ids (from our `PromptStage`, built before the clock starts) and the same
-  sampling params (JSON schema, temperature, per-row seed) through one in-process `vllm.LLM`,
-  `llm.generate` in batches of the same size, answers parsed with `parse_choice`. It runs in a
-  child process of its own, before Ray starts, so the two never share the CPUs;
-- bare, building its prompts: the same, with the prompt stage run inside the clock: the whole
-  job of the pipeline in one process, so the ratio against it is what Ray itself costs.
-
-An engine actor of ray.data.llm takes ~30 s to start on CPU (its AsyncLLM keeps the engine core in
-a process of its own), a bare `vllm.LLM` ~5 s plus the import of vllm (all in one process); with
-the tiny model that start-up dwarfs the work, and what the pipeline costs at scale is its effect on
-throughput. So each side runs at two sizes, N and `--scale` x N contexts (the small ones a
-prefix of the large), each from a cold start, and the marginal throughput of a side is
-(extra prompts) / (extra seconds): start-up cancels out. The overhead ratio is the pipeline's
-marginal prompts/s over the bare loop's (goal: at least 0.9). Rates at the large size with
-start-up included are reported too, so nothing is hidden.
-
-Semantic: `prepare` (reused when the work folder already holds it) and the generate stage on
-the shared data with configs/amazon-food-kitchen.yaml, backend semantic, warm protocol, target
-Food, at most `--max-users` users; users/s over the backend's seconds and over the whole stage,
-and the time to encode the item titles (from the stage's log; none when the run folder already
-holds the embeddings, which the stage keeps). Prints one JSON line.
-
-    python benchmarks/generate.py [--workdir DIR] [--contexts 256] [--scale 4] [--max-users 2000]
-                                  [--skip-vllm] [--skip-semantic]
-"""
+"""DOCSTRING"""
 
 from __future__ import annotations
 
@@ -42,6 +11,7 @@ import os
 import platform
 import random
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -51,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared" / "data" / "amazon-food-kitchen").resolve()
 sys.path.insert(0, str(REPO))
 
+PACKAGED = "smollm2-135m-instruct"
 DOMAINS = ["Food", "Kitchen"]  # domain_idx order, as prepare sorts them
 HISTORY, CANDIDATES, PER_USER = 10, 20, 3
 USERS_PER_SHARD = 512  # the stage's default: about one block of contexts per shard
@@ -59,6 +30,11 @@ ENGINE = {"max_model_len": 1024, "engine_kwargs": {"enforce_eager": True}}
 # in-process engine core that keeps a bare LLM's start at seconds (DESIGN.md, "Running on 2 cores").
 BARE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+GOAL = 0.9  # pipeline / bare marginal throughput
+# The sizes of a whole run and of --quick; an option given on the command line wins over either.
+FULL = {"model": "packaged", "modes": "choose,score", "repeats": 3, "contexts": 32, "score_contexts": 8, "scale": 4}
+QUICK = {"model": "tiny", "modes": "choose", "repeats": 1, "contexts": 8, "score_contexts": 2, "scale": 2}
+MODES = ("choose", "score")
 
 _WORDS = {
     "Food": (["organic", "dark", "roasted", "sweet", "spicy", "whole", "natural", "gluten free", "premium", "classic"],
@@ -85,7 +61,8 @@ def title(rng: random.Random, domain: str) -> str:
 
 
 def synthetic_contexts(n: int, seed: int = 0):
-    """n contexts (one user each, target Food) with CONTEXT_SCHEMA; row i depends on (seed, i) only."""
+    """n contexts (one user each, target Food, HISTORY history titles, CANDIDATES candidate titles)
+    with CONTEXT_SCHEMA; row i depends on (seed, i) only, so a smaller run is a prefix of a larger."""
     import pyarrow as pa
 
     from mdrec.generate.contexts import CONTEXT_SCHEMA
@@ -106,34 +83,76 @@ def synthetic_contexts(n: int, seed: int = 0):
     return pa.Table.from_pylist(rows, schema=CONTEXT_SCHEMA)
 
 
-def vllm_config(model: Path, batch_size: int, engine_cpus: float):
+def resolve_model(kind: str, workdir: Path) -> tuple[str, str, str]:
+    """(the config's `model`, the folder it resolves to, which the bare loop loads, a description)."""
+    if kind == "tiny":
+        from tests.tiny_llm import build_tiny_llm
+
+        path = str(build_tiny_llm(workdir / "tiny-llama"))
+        return path, path, "tiny random Llama (tests/tiny_llm.py, 2 layers, hidden 64)"
+    from mdrec.packaged.cache import prepare_packaged
+
+    # Converted once per machine (~/.cache/mdrec/models); at once when it is there. The pipeline
+    # resolves `packaged:NAME` itself, in build_vllm, as the stage does.
+    return f"packaged:{PACKAGED}", prepare_packaged(PACKAGED, log=log), f"packaged:{PACKAGED} (30 layers, hidden 576)"
+
+
+def vllm_config(model: str, mode: str, batch_size: int, engine_cpus: float):
     from mdrec.config import config_from_dict
 
     return config_from_dict({
         "name": "bench-generate", "seed": 0,
         "data": {"source": {"type": "table", "interactions": str(SHARED / "interactions.parquet"),
                             "items": str(SHARED / "items.parquet")}},
-        "generate": {"backend": {"type": "vllm", "model": str(model), "mode": "choose", "num_actors": 1,
+        "generate": {"backend": {"type": "vllm", "model": model, "mode": mode, "num_actors": 1,
                                  "cpus_per_actor": engine_cpus, "batch_size": batch_size, **ENGINE},
                      "budget": {"per_user": PER_USER}},
         "ray": {"progress_bars": False, "num_cpus": 2},
     })
 
 
-def engine_requests(cfg, contexts) -> list[dict]:
-    """What our prompt stage sends the engine: token ids, sampling params and candidates per context."""
-    return engine_requests_for(cfg.generate.backend, contexts, cfg.seed)
-
-
-def engine_requests_for(backend, contexts, seed: int = 0) -> list[dict]:
+def engine_requests_for(backend, contexts, seed: int, model_source: str) -> list[dict]:
+    """What our prompt stage sends the engine: one request per context (choose) or per (context,
+    candidate) (score), with its token ids, sampling params and what the answer is read with."""
     from mdrec.generate.backends.vllm import PromptStage
 
-    stage = PromptStage(backend, PER_USER, seed)
-    return [{"ids": r["tokenized_prompt"], "params": r["sampling_params"], "candidates": len(r["candidates"]),
-             "problems": r["prompt_problems"]} for r in stage(contexts).to_pylist()]
+    stage = PromptStage(backend, PER_USER, seed, model_source=model_source)
+    return [{"ids": r["tokenized_prompt"], "params": r["sampling_params"], "context_id": r["context_id"],
+             "candidates": len(r["candidates"]), "problems": r["prompt_problems"], "skipped": r["skipped"],
+             "title_start": r["title_start"], "item": r["item"], "parts": r["parts"]}
+            for r in stage(contexts).to_pylist()]
 
 
 # --------------------------------------------------------------------------- vLLM: the two sides
+
+
+class Tally:
+    """Each side's results, counted the same way: requests, tokens, problems, and the contexts put
+    back together (score mode: a context is complete once all its candidates came back; its
+    candidates are then ranked by score, as the stage's writer does)."""
+
+    def __init__(self) -> None:
+        self.requests = self.prompt_tokens = self.generated_tokens = self.with_problems = 0
+        self.parts: dict[int, int] = {}
+        self.seen: dict[int, list] = {}
+
+    def add(self, context_id: int, prompt_tokens: int, generated_tokens: int, problem: bool,
+            parts: int = 1, item: int = -1, score: float | None = None) -> None:
+        self.requests += 1
+        self.prompt_tokens += prompt_tokens
+        self.generated_tokens += generated_tokens
+        self.with_problems += problem
+        self.parts[context_id] = parts
+        self.seen.setdefault(context_id, []).append((item, score))
+
+    def summary(self, seconds: float, first: float | None, **extra) -> dict:
+        complete = {c: sorted(got, key=lambda x: -x[1] if x[1] is not None else math.inf)
+                    for c, got in self.seen.items() if len(got) == self.parts[c]}
+        scores = {f"{c}:{item}": s for c, got in self.seen.items() for item, s in got if s is not None}
+        return {"seconds": round(seconds, 2), "first_result_seconds": round(first, 2) if first is not None else None,
+                **extra, "contexts": len(self.seen), "complete_contexts": len(complete), "requests": self.requests,
+                "prompt_tokens": self.prompt_tokens, "generated_tokens": self.generated_tokens,
+                "with_problems": self.with_problems, "_scores": scores}
 
 
 def run_pipeline(cfg, contexts) -> dict:
@@ -147,19 +166,24 @@ def run_pipeline(cfg, contexts) -> dict:
     step = math.ceil(contexts.num_rows / blocks)
     parts = [contexts.slice(i, step) for i in range(0, contexts.num_rows, step)]
     inputs = BackendInputs(cfg, None, None, 5000, {}, len(DOMAINS), [], [0], log)
+    columns = ["context_id", "prompt_tokens", "generated_tokens", "problems", "scores", "parts", "part_item"]
+    tally, first = Tally(), None
     started = time.perf_counter()
-    results = build_vllm(cfg.generate.backend, inputs).apply(ray.data.from_arrow(parts)).take_all()
-    seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 2), "prompts": len(results), "users": len({r["user_idx"] for r in results}),
-            "generated_tokens": sum(int(r["generated_tokens"]) for r in results),
-            "answers_with_problems": sum(bool(len(r["problems"])) for r in results)}
+    results = build_vllm(cfg.generate.backend, inputs).apply(ray.data.from_arrow(parts))
+    for batch in results.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if first is None:
+            first = time.perf_counter() - started
+        for r in batch.select(columns).to_pylist():
+            tally.add(r["context_id"], r["prompt_tokens"], r["generated_tokens"], bool(r["problems"]),
+                      r["parts"], r["part_item"], r["scores"][0] if r["scores"] else None)
+    return tally.summary(time.perf_counter() - started, first)
 
 
-def _bare_worker(model: str, engine: dict, requests: list[dict], batch_size: int, build=None) -> dict:
+def _bare_worker(model: str, engine: dict, mode: str, requests: list[dict], batch_size: int, build=None) -> dict:
     """In a child process: one vLLM engine, the requests in batches; seconds from `import vllm` on.
 
-    With `build = (backend config, contexts)` the prompts are built inside the clock too, by the
-    same prompt stage: the whole job of the pipeline, in one process without Ray.
+    With `build = (backend config, contexts, seed, model folder)` the prompts are built inside the
+    clock too, by the same prompt stage: the whole job of the pipeline, in one process without Ray.
     """
     os.environ.update(BARE_ENV)
     started = time.perf_counter()
@@ -169,98 +193,203 @@ def _bare_worker(model: str, engine: dict, requests: list[dict], batch_size: int
     from vllm.inputs import TokensPrompt
     from vllm.sampling_params import StructuredOutputsParams
 
-    from mdrec.generate.backends.answers import parse_choice
+    from mdrec.generate.backends.answers import parse_choice, parse_least
+    from mdrec.generate.backends.vllm import title_logprob
 
-    llm = LLM(model=model, distributed_executor_backend="uni", max_model_len=engine["max_model_len"],
-              structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
-              **engine["engine_kwargs"])
+    llm = LLM(model=model, distributed_executor_backend="uni", **engine)
     startup = time.perf_counter() - started
-    generated = with_problems = 0
+    tally, first = Tally(), None
     for i in range(0, len(requests), batch_size):
         batch = requests[i:i + batch_size]
         prompts = [TokensPrompt(prompt_token_ids=r["ids"]) for r in batch]
         params = []
         for r in batch:
             p = dict(r["params"])
-            p["structured_outputs"] = StructuredOutputsParams(**p["structured_outputs"])
+            if p.get("structured_outputs") is not None:
+                p["structured_outputs"] = StructuredOutputsParams(**p["structured_outputs"])
             params.append(SamplingParams(**p))
         for r, out in zip(batch, llm.generate(prompts, params, use_tqdm=False)):
-            answer = out.outputs[0]
-            generated += len(answer.token_ids)
-            _, problems = parse_choice(answer.text, r["candidates"], PER_USER)
-            with_problems += bool(problems or r["problems"])
-    seconds = time.perf_counter() - started
-    return {"seconds": round(seconds, 2), "startup_seconds": round(startup, 2), "prompts": len(requests),
-            "users": len(requests), "generated_tokens": generated, "answers_with_problems": with_problems}
+            prompt_tokens = 0 if r["skipped"] else len(out.prompt_token_ids)
+            if r["skipped"]:
+                tally.add(r["context_id"], 0, 0, bool(r["problems"]), r["parts"], r["item"])
+            elif mode == "choose":  # as postprocess reads an answer
+                answer = out.outputs[0]
+                positions, found = parse_choice(answer.text, r["candidates"], PER_USER)
+                _, least_found = parse_least(answer.text, r["candidates"], positions) if positions else (None, [])
+                tally.add(r["context_id"], prompt_tokens, len(answer.token_ids),
+                          bool(r["problems"] or found or least_found))
+            else:  # score: the title's mean log-probability, from the prompt logprobs
+                score = title_logprob(out.prompt_logprobs, list(out.prompt_token_ids), int(r["title_start"]))
+                tally.add(r["context_id"], prompt_tokens, 0, bool(r["problems"]) or score is None,
+                          r["parts"], r["item"], score)
+        if first is None:
+            first = time.perf_counter() - started
+    return tally.summary(time.perf_counter() - started, first, engine_startup_seconds=round(startup, 2))
 
 
-def run_bare(cfg, requests: list[dict], contexts=None) -> dict:
+def engine_kwargs(cfg, model_folder: str) -> dict:
+    """The engine arguments ray.data.llm's engine actor gets from our backend (processor_config:
+    structured output in choose mode; in score mode no tokenizer and the prefix cache, ...), less
+    the processor's own `task_type`: the bare engine is built the same way."""
+    from mdrec.generate.backends.vllm import processor_config
+
+    kwargs = dict(processor_config(cfg.generate.backend, PER_USER, model_folder).engine_kwargs)
+    kwargs.pop("task_type", None)
+    return kwargs
+
+
+def run_bare(cfg, model_folder: str, requests: list[dict], contexts=None) -> dict:
     """The bare loop in a fresh process, which exits (engine and all) before anything else runs.
     Given `contexts`, it builds the prompts itself, inside its clock."""
+    engine = engine_kwargs(cfg, model_folder)
     backend = cfg.generate.backend
-    engine = {"max_model_len": backend.max_model_len, "engine_kwargs": dict(backend.engine_kwargs)}
-    build = (backend, contexts, cfg.seed) if contexts is not None else None
+    build = (backend, contexts, cfg.seed, model_folder) if contexts is not None else None
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_bare_worker, backend.model, engine, [] if build else requests, backend.batch_size,
-                           build).result()
+        return pool.submit(_bare_worker, model_folder, engine, backend.mode.value, [] if build else requests,
+                           backend.batch_size, build).result()
+
+
+# --------------------------------------------------------------------------- vLLM: the figures
+
+
+def _round(x: float | None, digits: int = 2) -> float | None:
+    return None if x is None else round(x, digits)
 
 
 def rates(run: dict) -> dict:
+    """Rates over a whole run, start-up included."""
     s = run["seconds"]
-    return {"prompts_per_s": round(run["prompts"] / s, 2), "users_per_s": round(run["users"] / s, 2),
+    return {"contexts_per_s": round(run["contexts"] / s, 2), "requests_per_s": round(run["requests"] / s, 2),
+            "prompt_tokens_per_s": round(run["prompt_tokens"] / s, 1),
             "generated_tokens_per_s": round(run["generated_tokens"] / s, 1)}
 
 
-def marginal(small: dict, large: dict) -> float | None:
-    """Prompts per second of the work the large run did beyond the small one (start-up cancels)."""
-    extra = large["seconds"] - small["seconds"]
-    return round((large["prompts"] - small["prompts"]) / extra, 2) if extra > 0 else None
-
-
 def side(small: dict, large: dict) -> dict:
-    return {"small": small, "large": large, "marginal_prompts_per_s": marginal(small, large),
-            "large_with_startup": rates(large)}
+    """Marginal rates (the large run's work beyond the small one's, over its extra seconds: start-up
+    cancels) and the fixed seconds (the intercept: a run's seconds extrapolated to no work)."""
+    extra = large["seconds"] - small["seconds"]
+    marginal = {f"{key}_per_s": _round((large[key] - small[key]) / extra if extra > 0 else None, 1 if "tokens" in key else 2)
+                for key in ("contexts", "requests", "prompt_tokens", "generated_tokens")}
+    per_request = extra / (large["requests"] - small["requests"]) if extra > 0 else None
+    fixed = small["seconds"] - small["requests"] * per_request if per_request else None
+    out = {"marginal": marginal, "fixed_seconds": _round(fixed, 1),
+           "first_result_seconds": [small["first_result_seconds"], large["first_result_seconds"]]}
+    if "engine_startup_seconds" in small:
+        out["engine_startup_seconds"] = [small["engine_startup_seconds"], large["engine_startup_seconds"]]
+    return out | {"small": small, "large": large, "large_with_startup": rates(large)}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def compare(mode: str, runs: dict[str, list[dict]]) -> dict:
+    """One repeat of one mode: each side's figures, the ratio, and whether both did the same work."""
+    pipeline, bare = runs["pipeline"], runs["bare"]
+    out = {name: side(*pair) for name, pair in runs.items()}
+    keys = ["contexts", "complete_contexts", "requests", "prompt_tokens"] + (["generated_tokens"] if mode == "choose" else [])
+    out["same_work"] = all(p[k] == b[k] for p, b in zip(pipeline, bare) for k in keys)
+    if mode == "score":  # the same requests should give the same log-likelihoods (up to float noise)
+        diffs = [abs(p["_scores"][k] - b["_scores"][k]) for p, b in zip(pipeline, bare)
+                 for k in p["_scores"].keys() & b["_scores"].keys()]
+        out["scores_compared"] = len(diffs)
+        out["max_score_difference"] = _round(max(diffs), 6) if diffs else None
+    p = out["pipeline"]["marginal"]["contexts_per_s"]
+    out["ratio"] = _ratio(p, out["bare"]["marginal"]["contexts_per_s"])  # goal: >= GOAL
+    if "bare_building_prompts" in out:  # against the pipeline's whole job in one process: what Ray itself costs
+        out["ratio_same_job"] = _ratio(p, out["bare_building_prompts"]["marginal"]["contexts_per_s"])
+    for pair in runs.values():
+        for run in pair:
+            run.pop("_scores", None)
+    return out
+
+
+def mode_summary(repeats: list[dict]) -> dict:
+    """The per-repeat figures side by side (what a results table needs), the ratios and the goal."""
+    table: dict = {}
+    for name in ("pipeline", "bare", "bare_building_prompts"):
+        if name not in repeats[0]:
+            continue
+        for key in ("contexts_per_s", "requests_per_s", "prompt_tokens_per_s", "generated_tokens_per_s"):
+            table[f"{name}_{key}"] = [r[name]["marginal"][key] for r in repeats]
+        table[f"{name}_fixed_seconds"] = [r[name]["fixed_seconds"] for r in repeats]
+        table[f"{name}_first_result_seconds"] = [r[name]["first_result_seconds"] for r in repeats]
+    table["bare_engine_startup_seconds"] = [r["bare"]["engine_startup_seconds"] for r in repeats]
+    ratios = [r["ratio"] for r in repeats]
+    known = [r for r in ratios if r is not None]
+    median = round(statistics.median(known), 3) if known else None
+    out = {"per_repeat": table, "ratios": ratios, "median_ratio": median, "goal": f"ratio >= {GOAL}",
+           "goal_met": median is not None and median >= GOAL,
+           "same_work": all(r["same_work"] for r in repeats)}
+    if "ratio_same_job" in repeats[0]:
+        out["ratios_same_job"] = [r["ratio_same_job"] for r in repeats]
+    return out
 
 
 def bench_vllm(args, workdir: Path) -> dict:
-    from tests.tiny_llm import build_tiny_llm
-
-    model = build_tiny_llm(workdir / "tiny-llama")
-    cfg = vllm_config(model, args.batch_size, args.engine_cpus)
-    sizes = (args.contexts, args.contexts * args.scale)
-    contexts = synthetic_contexts(sizes[1])
-    requests = engine_requests(cfg, contexts)
-    prompt_tokens = [len(r["ids"]) for r in requests]
-    log(f"vllm: {sizes[1]} contexts, prompts of {min(prompt_tokens)}-{max(prompt_tokens)} tokens")
-
-    bare, bare_job = [], []
-    for n in sizes:  # before Ray starts: nothing else holds the CPUs
-        bare.append(run_bare(cfg, requests[:n]))
-        log(f"vllm bare loop, {n} contexts: {bare[-1]}")
-        bare_job.append(run_bare(cfg, [], contexts.slice(0, n)))
-        log(f"vllm bare loop building its prompts, {n} contexts: {bare_job[-1]}")
+    import ray
 
     from mdrec.ray_session import ensure_ray
 
-    ensure_ray(cfg.ray)
-    pipeline = []
-    for n in sizes:
-        pipeline.append(run_pipeline(cfg, contexts.slice(0, n)))
-        log(f"vllm pipeline, {n} contexts: {pipeline[-1]}")
+    model, folder, described = resolve_model(args.model, workdir)
+    plans = {}
+    for mode in args.modes:
+        cfg = vllm_config(model, mode, args.batch_size, args.engine_cpus)
+        n = args.contexts if mode == "choose" else args.score_contexts
+        sizes = (n, n * args.scale)
+        contexts = synthetic_contexts(sizes[1])
+        requests = engine_requests_for(cfg.generate.backend, contexts, cfg.seed, folder)
+        counts = [sum(r["context_id"] < k for r in requests) for k in sizes]
+        tokens = [len(r["ids"]) for r in requests]
+        log(f"vllm {mode}: {sizes} contexts, {counts} requests of {min(tokens)}-{max(tokens)} tokens")
+        plans[mode] = {"cfg": cfg, "sizes": sizes, "contexts": contexts, "requests": requests, "counts": counts,
+                       "info": {"contexts": list(sizes), "requests": counts,
+                                "mean_prompt_tokens": round(sum(tokens) / len(tokens), 1)}}
+        if mode == "choose":
+            plans[mode]["info"]["max_tokens"] = cfg.generate.backend.sampling.max_tokens
 
-    result = {"model": "tiny random Llama (tests/tiny_llm.py, 2 layers, hidden 64)", "mode": "choose",
-              "batch_size": args.batch_size, "engine_cpus": args.engine_cpus, "max_tokens": cfg.generate.backend.sampling.max_tokens,
-              "contexts": list(sizes), "mean_prompt_tokens": round(sum(prompt_tokens) / len(prompt_tokens), 1),
-              "pipeline": side(*pipeline), "bare": side(*bare), "bare_building_prompts": side(*bare_job)}
-    p, b = result["pipeline"]["marginal_prompts_per_s"], result["bare"]["marginal_prompts_per_s"]
-    result["overhead_ratio"] = round(p / b, 3) if p and b else None  # goal: >= 0.9
-    # Against a loop that does the pipeline's whole job (prompts, engine, parsing) in one process:
-    # what Ray itself costs.
-    j = result["bare_building_prompts"]["marginal_prompts_per_s"]
-    result["overhead_ratio_same_job"] = round(p / j, 3) if p and j else None
-    # Greedy decoding with the same seeds: both sides should write the same answers.
-    result["same_generated_tokens"] = all(x["generated_tokens"] == y["generated_tokens"] for x, y in zip(pipeline, bare))
-    return result
+    def bare_runs(mode: str, plan: dict, runs: dict) -> None:
+        # Ray is down: nothing else of ours holds the CPUs.
+        for n, count in zip(plan["sizes"], plan["counts"]):
+            runs["bare"].append(run_bare(plan["cfg"], folder, plan["requests"][:count]))
+            log(f"  bare {mode}, {n} contexts: {_brief(runs['bare'][-1])}")
+            if args.bare_building_prompts:
+                runs["bare_building_prompts"].append(run_bare(plan["cfg"], folder, [], plan["contexts"].slice(0, n)))
+                log(f"  bare building its prompts {mode}, {n} contexts: {_brief(runs['bare_building_prompts'][-1])}")
+
+    def pipeline_runs(mode: str, plan: dict, runs: dict) -> None:
+        for n in plan["sizes"]:
+            runs["pipeline"].append(run_pipeline(plan["cfg"], plan["contexts"].slice(0, n)))
+            log(f"  pipeline {mode}, {n} contexts: {_brief(runs['pipeline'][-1])}")
+
+    results = {mode: [] for mode in args.modes}
+    began = time.perf_counter()
+    for repeat in range(args.repeats):
+        runs = {mode: {"pipeline": [], "bare": []} | ({"bare_building_prompts": []} if args.bare_building_prompts else {})
+                for mode in args.modes}
+        # Alternate which side goes first, so a drift in the machine's speed favours neither.
+        for first in (["bare", "pipeline"] if repeat % 2 == 0 else ["pipeline", "bare"]):
+            log(f"vllm repeat {repeat + 1}/{args.repeats}: {first} ({time.perf_counter() - began:.0f}s so far)")
+            if first == "pipeline":
+                ensure_ray(plans[args.modes[0]]["cfg"].ray)
+            for mode in args.modes:
+                (pipeline_runs if first == "pipeline" else bare_runs)(mode, plans[mode], runs[mode])
+            if first == "pipeline":
+                ray.shutdown()  # its workers would share the CPUs with the bare loop
+        for mode in args.modes:
+            results[mode].append(compare(mode, runs[mode]))
+            log(f"vllm repeat {repeat + 1} {mode}: ratio {results[mode][-1]['ratio']}, "
+                f"same work {results[mode][-1]['same_work']}")
+    out = {"model": described, "model_source": folder, "batch_size": args.batch_size, "engine_cpus": args.engine_cpus,
+           "max_model_len": ENGINE["max_model_len"], "history": HISTORY, "candidates": CANDIDATES,
+           "scale": args.scale, "repeats": args.repeats, "seconds": round(time.perf_counter() - began, 1)}
+    for mode in args.modes:
+        out[mode] = plans[mode]["info"] | mode_summary(results[mode]) | {"runs": results[mode]}
+    return out
+
+
+def _brief(run: dict) -> dict:
+    return {k: v for k, v in run.items() if k != "_scores"}
 
 
 # --------------------------------------------------------------------------- semantic on the shared data
@@ -314,27 +443,51 @@ def bench_semantic(args, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=None, help="work folder (kept; its prepared run is reused)")
-    parser.add_argument("--contexts", type=int, default=256, help="vLLM: contexts of the small run")
-    parser.add_argument("--scale", type=int, default=4, help="vLLM: the large run has this many times more contexts")
-    parser.add_argument("--batch-size", type=int, default=64, help="vLLM: contexts per engine batch (both sides)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a short end-to-end check: {QUICK}, no semantic (options given still win)")
+    parser.add_argument("--model", choices=["packaged", "tiny"], default=None,
+                        help=f"vLLM: packaged:{PACKAGED} (default) or the tiny random Llama of tests/tiny_llm.py")
+    parser.add_argument("--modes", default=None, help=f"vLLM: comma-separated, of {MODES} (default {FULL['modes']})")
+    parser.add_argument("--repeats", type=int, default=None, help=f"vLLM: measurements of both sides (default {FULL['repeats']})")
+    parser.add_argument("--contexts", type=int, default=None,
+                        help=f"vLLM choose: contexts of the small run (default {FULL['contexts']})")
+    parser.add_argument("--score-contexts", type=int, default=None,
+                        help=f"vLLM score: contexts of the small run, {CANDIDATES} requests each (default {FULL['score_contexts']})")
+    parser.add_argument("--scale", type=int, default=None,
+                        help=f"vLLM: the large run has this many times more contexts (default {FULL['scale']})")
+    parser.add_argument("--batch-size", type=int, default=64, help="vLLM: requests per engine batch (both sides)")
     parser.add_argument("--engine-cpus", type=float, default=1.0, help="vLLM: CPUs reserved by the pipeline's engine actor")
+    parser.add_argument("--bare-building-prompts", action="store_true",
+                        help="vLLM: also a bare loop that builds its prompts inside its clock (the pipeline's whole job)")
     parser.add_argument("--max-users", type=int, default=2000, help="semantic: generate.users.max_users")
     parser.add_argument("--skip-vllm", action="store_true", help="skip the vLLM comparison")
     parser.add_argument("--skip-semantic", action="store_true", help="skip the semantic backend")
     args = parser.parse_args()
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.quick:
+        args.skip_semantic = True
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not args.modes or set(args.modes) - set(MODES) or len(set(args.modes)) < len(args.modes):
+        parser.error(f"--modes: a comma-separated list of {', '.join(MODES)}")
     if args.scale < 2:
         parser.error("--scale must be at least 2 (the marginal rate needs two sizes)")
+    if min(args.repeats, args.contexts, args.score_contexts) < 1:
+        parser.error("--repeats, --contexts and --score-contexts must be at least 1")
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mdrec-bench-generate-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     # Unix socket paths must stay short: Ray's temp folder goes under /tmp, not the work folder.
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="mdrec-ray-", dir="/tmp"))
-    results: dict = {"benchmark": "generate"}
+    started = time.perf_counter()
+    results: dict = {"benchmark": "generate", "quick": args.quick}
     if not args.skip_vllm:
         results["vllm"] = bench_vllm(args, workdir)
     if not args.skip_semantic:
         results["semantic"] = bench_semantic(args, workdir)
-    results.update({"python": platform.python_version(), "machine": f"{os.cpu_count()} cores", "workdir": str(workdir)})
+    results.update({"seconds": round(time.perf_counter() - started, 1), "python": platform.python_version(),
+                    "machine": f"{os.cpu_count()} cores", "workdir": str(workdir)})
     print(json.dumps(results))
 
 

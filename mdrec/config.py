@@ -509,6 +509,10 @@ class SamplingConfig(StrictModel):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
     max_tokens: int = Field(48, gt=0, description="Most tokens per answer (choose mode).")
     seed: int | None = Field(None, description="Sampling seed; null uses the run seed.")
+    presence_penalty: float = Field(
+        0.0, ge=-2, le=2, description="Penalty on tokens the answer already holds (vLLM's presence_penalty): "
+        "steers a small model off naming one candidate twice.",
+    )
 
 
 class VllmBackendConfig(BackendResources):

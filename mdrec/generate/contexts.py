@@ -26,6 +26,7 @@ import pandas as pd
 class SelectionRule:
     max_target_interactions: int
     min_source_interactions: int
+    held_out_only: bool = False  # cold_start: only users held out of the target
 
 
 @dataclass
@@ -78,7 +79,10 @@ def eligible(fh: FlatHistories, plan: ContextPlan, target: int) -> np.ndarray:
     counts = fh.counts(plan.num_domains)
     in_target = counts[:, target]
     elsewhere = counts.sum(axis=1) - in_target
-    return (in_target <= plan.rule.max_target_interactions) & (elsewhere >= plan.rule.min_source_interactions)
+    ok = (in_target <= plan.rule.max_target_interactions) & (elsewhere >= plan.rule.min_source_interactions)
+    if plan.rule.held_out_only and fh.protocol is Protocol.cold_start:
+        ok &= fh.held_out_in(target)
+    return ok
 
 
 HISTOGRAM_BINS = 4096

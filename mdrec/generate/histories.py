@@ -73,12 +73,22 @@ class FlatHistories:
         self.domains = pa.compute.list_flatten(batch["domains"]).to_numpy()
         self.ts = pa.compute.list_flatten(batch["ts"]).to_numpy()
         held = pa.compute.list_flatten(batch["held_out"]).to_numpy(zero_copy_only=False).astype(bool)
+        self.protocol = protocol
+        # Who is held out of which domain (the rows themselves stay hidden under cold_start).
+        self._held = (self.parent[held], self.domains[held])
         # Under cold-start the held-out users' target rows are invisible: to the prompt, the
         # candidates' exclusions and the popularity counts alike.
         visible = ~held if protocol is Protocol.cold_start else np.ones(len(held), dtype=bool)
         self.parent, self.items, self.domains, self.ts = (
             a[visible] for a in (self.parent, self.items, self.domains, self.ts)
         )
+
+    def held_out_in(self, domain: int) -> np.ndarray:
+        """(users,) whether each user's rows in `domain` are held out (cold-start protocol)."""
+        parent, domains = self._held
+        mask = np.zeros(self.n, dtype=bool)
+        mask[parent[domains == domain]] = True
+        return mask
 
     def counts(self, num_domains: int) -> np.ndarray:
         """(users, domains) visible interactions."""

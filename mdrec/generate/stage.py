@@ -7,7 +7,8 @@
 3. contexts (Ray Data tasks) for the selected users of the shards not yet written;
 4. the backend's Ray Data stage scores or chooses candidates (actors; vLLM engines);
 5. results stream back; each shard is written whole as soon as all its contexts are back;
-6. when every shard exists, they are committed as `synthetic/raw/` and the report is written.
+6. when every shard exists, they are committed as `synthetic/raw/` and the report is written,
+   with the generator's quality on the cold-start validation users (see quality.py).
 
 Only counts, the catalog and results in flight pass through the driver; user histories and
 contexts stay in Ray's object store.
@@ -31,10 +32,12 @@ import ray
 import ray.data
 
 from mdrec import faults, placement
-from mdrec.config import MdrecConfig, Role, SemanticBackendConfig
+from mdrec.config import LLMMode, MdrecConfig, Role, SemanticBackendConfig, VllmBackendConfig, WorldSourceConfig
 from mdrec.data.schema import Protocol
 from mdrec.errors import ConfigError, DataError
+from mdrec.generate import quality
 from mdrec.generate.backends import BackendInputs, build_backend
+from mdrec.generate.backends.base import ranking
 from mdrec.generate.candidates import TargetCatalog
 from mdrec.generate.contexts import (ContextPlan, SelectionRule, build_contexts, selection_histograms,
                                      threshold_for)
@@ -46,13 +49,16 @@ from mdrec.tally import tally_counts
 Log = Callable[[str], None]
 STAGE = "synthetic/raw"
 REPORT = "synthetic/generate_report.json"
-FORMAT = 2  # bump when the output or the shard files change: old outputs and work folders are redone
+FORMAT = 3  # bump when the output or the shard files change: old outputs and work folders are redone
 
 SYNTHETIC_SCHEMA = pa.schema([
     ("user_id", pa.string()), ("item_id", pa.string()), ("domain", pa.string()),
     ("score", pa.float64()), ("rank", pa.int32()),
     ("backend", pa.string()), ("model", pa.string()), ("prompt_sha", pa.string()),
     ("protocol", pa.string()), ("user_idx", pa.int64()), ("item_idx", pa.int64()), ("domain_idx", pa.int64()),
+    # The candidate of the same list the backend found least likely: with item_idx, a (preferred,
+    # rejected) pair for pairwise training (LLMRec). Null when the backend named none.
+    ("rejected_item_id", pa.string()), ("rejected_item_idx", pa.int64()),
 ])
 
 
@@ -83,14 +89,28 @@ def needs_encoder(cfg: MdrecConfig) -> bool:
 
 def fingerprint(cfg: MdrecConfig, prepared_fp: str) -> str:
     # Output depends on these; not on how many actors run, where, or how batches are cut.
-    resources = {"num_actors", "cpus_per_actor", "gpus_per_actor", "resources", "label_selector", "batch_size", "env"}
+    resources = {"num_actors", "cpus_per_actor", "gpus_per_actor", "resources", "label_selector", "batch_size", "env",
+                 "model_cache"}
     payload = {
         "format": FORMAT, "prepared": prepared_fp, "seed": cfg.seed,
         "protocols": [p.value for p in resolve_protocols(cfg)],
+        "model_content": _model_content(cfg),
         "generate": cfg.generate.model_dump(mode="json", exclude={"backend": resources,
                                                                   "encoder": {"batch_size", "num_actors", "cpus_per_actor"}}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _model_content(cfg: MdrecConfig) -> str | None:
+    """A packaged model's content (its file's hash): a new package version redoes the stage."""
+    model = getattr(cfg.generate.backend, "model", None)
+    from mdrec.packaged.registry import is_packaged
+
+    if model is None or not is_packaged(model):
+        return None
+    from mdrec.packaged.cache import expected_folder_name
+
+    return expected_folder_name(model)
 
 
 # --------------------------------------------------------------------------- driver-side tallies
@@ -208,7 +228,7 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     real = _real_rows(counts, protocols, targets, ranges)
     plan = ContextPlan(
         seed=cfg.seed, protocols=protocols, targets=targets, domain_names=list(domains["domain"]),
-        rule=SelectionRule(g.users.max_target_interactions, g.users.min_source_interactions),
+        rule=SelectionRule(g.users.max_target_interactions, g.users.min_source_interactions, g.users.held_out_only),
         history_per_domain=g.context.history_per_domain, candidates=g.candidates,
         titles=np.array([t if isinstance(t, str) and t else None for t in items["title"]], dtype=object),
         embeddings=None,
@@ -237,7 +257,10 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
         # another (what a resume skips), and every backend actor gets blocks to work on.
         blocks = max(len(expected), 2 * g.backend.num_actors)
         contexts = contexts.sort("shard").repartition(blocks).materialize()
-    writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, log)
+    source = cfg.data.source
+    truth = quality.load_truth(loc, targets, source if isinstance(source, WorldSourceConfig) else None, cfg.seed) \
+        if Protocol.cold_start in protocols else quality.GroundTruth({})
+    writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, log, truth)
     for shard in range(plan.num_shards):
         if shard not in done and shard not in expected:
             writer.write(shard, [])  # no selected user hashed here: an empty shard, still 'done'
@@ -326,8 +349,9 @@ class _ShardWriter:
     """Collects streamed results per shard and writes each shard once all its contexts are back."""
 
     def __init__(self, store: ShardStore, plan: ContextPlan, per_user: int, backend: str, items: pd.DataFrame,
-                 log: Log):
+                 log: Log, truth: quality.GroundTruth):
         self.store, self.plan, self.per_user, self.backend, self.log = store, plan, per_user, backend, log
+        self.truth = truth
         self.item_ids = items["item_id"].to_numpy(object)
         self.model = ""
         self.buffers: dict[int, dict[int, dict]] = defaultdict(dict)
@@ -364,10 +388,13 @@ class _ShardWriter:
             return None
         del self.partials[row["context_id"]]
         pieces = list(held.values())
-        scored = sorted(((s, i) for p in pieces for i, s in zip(p["chosen"], p["scores"])), key=lambda x: -x[0])
+        # Ranked in the order of the candidate list, so ties keep its (seeded) order, as elsewhere.
+        score_of = {i: s for p in pieces for i, s in zip(p["chosen"], p["scores"])}
+        listed = [int(i) for i in row["candidates"] if int(i) in score_of]
+        chosen, scores, rejected = ranking(listed, [score_of[i] for i in listed], self.per_user)
         return {**{k: row[k] for k in ("context_id", "shard", "protocol", "user_idx", "user_id", "target_idx",
-                                        "prompt_sha")},
-                "chosen": [i for _, i in scored], "scores": [s for s, _ in scored],
+                                        "prompt_sha", "candidates", "candidate_popularity")},
+                "chosen": chosen, "scores": scores, "rejected": rejected,
                 "problems": sorted({p for piece in pieces for p in piece["problems"]}),
                 "prompt_tokens": sum(p["prompt_tokens"] for p in pieces), "generated_tokens": 0}
 
@@ -382,7 +409,13 @@ class _ShardWriter:
         cols: dict[str, list] = {name: [] for name in SYNTHETIC_SCHEMA.names}
         problems: Counter = Counter()
         answers_with_problems, tokens_in, tokens_out = 0, 0, 0
+        tally: dict = {}
+        positions: Counter = Counter()  # where in the shown list the picks were: an LLM's position bias
         for r in sorted(results, key=lambda r: r["context_id"]):
+            quality.score_context(tally, self.truth, r, self.per_user)
+            shown = {int(c): i for i, c in enumerate(r["candidates"], start=1)}
+            positions.update(str(shown[int(c)]) for c in list(r["chosen"])[: self.per_user] if int(c) in shown)
+            rejected = int(r.get("rejected", -1))
             problems.update(r["problems"])
             answers_with_problems += bool(r["problems"])
             tokens_in += r["prompt_tokens"]
@@ -400,11 +433,14 @@ class _ShardWriter:
                 cols["user_idx"].append(r["user_idx"])
                 cols["item_idx"].append(item)
                 cols["domain_idx"].append(r["target_idx"])
+                cols["rejected_item_idx"].append(rejected if rejected >= 0 else None)
+                cols["rejected_item_id"].append(self.item_ids[rejected] if rejected >= 0 else None)
         contexts_by_key = Counter(f"{r['protocol']}/{r['target_idx']}" for r in results)
         rows_by_key = Counter(f"{p}/{t}" for p, t in zip(cols["protocol"], cols["domain_idx"]))
         meta = {"contexts": len(results), "problems": dict(problems), "answers_with_problems": answers_with_problems,
                 "prompt_tokens": tokens_in, "generated_tokens": tokens_out,
-                "contexts_by_key": dict(contexts_by_key), "rows_by_key": dict(rows_by_key)}
+                "contexts_by_key": dict(contexts_by_key), "rows_by_key": dict(rows_by_key), "quality": tally,
+                "pick_positions": dict(positions)}
         self.store.write(shard, pa.table(cols, schema=SYNTHETIC_SCHEMA), meta)
         self.written += 1
         faults.hang_after_shards(self.written)  # tests kill the job here, between two shard writes
@@ -416,8 +452,12 @@ def _report(cfg, store: ShardStore, plan: ContextPlan, budget: dict, details: di
     contexts = with_problems = tokens_in = tokens_out = 0
     per_key: Counter = Counter()
     written: Counter = Counter()
+    tallies = []
+    positions: Counter = Counter()
     for shard in sorted(store.done()):
         meta = store.meta(shard)
+        tallies.append(meta.get("quality", {}))
+        positions.update(meta.get("pick_positions", {}))
         problems.update(meta["problems"])
         contexts += meta["contexts"]
         with_problems += meta["answers_with_problems"]
@@ -431,6 +471,11 @@ def _report(cfg, store: ShardStore, plan: ContextPlan, budget: dict, details: di
         targets.append({**b, "contexts": per_key.get(key, 0), "rows": written.get(key, 0),
                         "within_budget": written.get(key, 0) <= b["cap"]})
     this_run = writer.contexts
+    backend = cfg.generate.backend
+    ranks_all = not (isinstance(backend, VllmBackendConfig) and backend.mode is LLMMode.choose)
+    quality_block = quality.summarize(quality.merge(tallies), plan.domain_names, cfg.generate.budget.per_user,
+                                      ranks_all)
+    quality_block["pick_positions"] = {p: positions[p] for p in sorted(positions, key=int)}
     return {
         "backend": cfg.generate.backend.type,
         "model": writer.model or None,
@@ -444,6 +489,7 @@ def _report(cfg, store: ShardStore, plan: ContextPlan, budget: dict, details: di
         "generated_tokens": tokens_out,
         "shards": {"total": plan.num_shards, "resumed": len(resumed), "written_now": writer.written},
         "backend_details": details,
+        "quality": quality_block,
         "timings": {**timings, "seconds": round(seconds, 2),
                     "users_per_second": round(this_run / timings["backend_seconds"], 2) if timings.get("backend_seconds") else None},
     }

@@ -12,4 +12,31 @@ def generate_table(report: dict) -> str:
     problems = ", ".join(f"{k}={v:,}" for k, v in report["problems"].items()) or "none"
     footer = (f"backend {report['backend']} ({report['model'] or '-'}): {report['rows']:,} rows from "
               f"{report['contexts']:,} contexts; answers with problems: {report['answers_with_problems']:,} ({problems})")
-    return text_table(header, rows, left=2) + "\n" + footer
+    return text_table(header, rows, left=2) + "\n" + footer + "\n" + quality_table(report.get("quality"))
+
+
+def quality_table(q: dict | None) -> str:
+    """How often the backend is right on held-out items, beside the popularity floor and the ceiling."""
+    if not q:
+        return ""
+    if not q["targets"]:
+        return f"quality: {q['note']}"
+    k, rk = q["k"], q["ranking_k"]
+    header = ["protocol", "target", "val users", f"hit@{k}", f"ndcg@{k}", f"popularity hit@{k}",
+              f"random hit@{k}", f"ndcg@{rk}", f"popularity ndcg@{rk}", "in candidates", "taste"]
+    rows = []
+    for t in q["targets"]:
+        b, p = t["backend"], t["popularity"]
+        taste = t.get("taste")
+        rows.append([t["protocol"], t["target"], f"{t['users']:,}", f"{b['hit']:.3f}", f"{b['ndcg']:.3f}",
+                     f"{p['hit']:.3f}", f"{t['random']['hit']:.3f}", f"{b[f'ndcg@{rk}']:.3f}",
+                     f"{p[f'ndcg@{rk}']:.3f}", f"{t['candidates']['any']:.3f}",
+                     f"{taste['backend']:.2f} (pop {taste['popularity']:.2f}, random {taste['random']:.2f})"
+                     if taste else "-"])
+    ranks = "" if q["ranks_all_candidates"] else f"; this backend only picks: ndcg@{rk} ranks the rest in list order"
+    picks = q.get("pick_positions") or {}
+    total = sum(picks.values())
+    first = sum(picks.get(str(i), 0) for i in range(1, k + 1))
+    bias = (f"\npicks at list positions 1-{k}: {first / total:.0%} (uniform over the {len(picks)} positions seen: {k / max(len(picks), k):.0%})"
+            if total else "")
+    return "generator quality on " + q["measured_on"] + ranks + "\n" + text_table(header, rows, left=2) + bias

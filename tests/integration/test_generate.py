@@ -171,3 +171,36 @@ def test_generate_on_an_s3_run_dir(ray_session, tmp_path, s3_bucket):
     assert not resolve(f"{run_dir}/.generate").files()  # the work folder is gone after the commit
     code, out, err = run_cli("generate", config, "--run-dir", run_dir)
     assert code == 0 and "generate: reusing committed output" in err
+
+
+def test_quality_reads_only_cold_start_validation_users(backend_runs, prepared):
+    from mdrec.generate.quality import load_truth
+    from mdrec.storage import resolve
+
+    cases = pd.read_parquet(prepared / "prepared" / "cases")
+    cold = cases[(cases["protocol"] == "cold_start") & (cases["domain_idx"] == 1)]
+    truth = load_truth(resolve(str(prepared / "prepared")), [1])
+    users = {u for u, _ in truth.items}
+    assert users == set(cold.loc[cold["split"] == "valid", "user_idx"])
+    assert not users & set(cold.loc[cold["split"] == "test", "user_idx"])  # test users are never read
+    rows = pd.read_parquet(prepared / "prepared" / "interactions")
+    for (user, target), items in truth.items.items():  # every held-out target item, the case included
+        mine = rows[(rows["user_idx"] == user) & (rows["domain_idx"] == target)]
+        assert items == set(mine["item_idx"]) and mine["held_out"].all()
+    for backend in ("popularity", "semantic", "translator"):
+        q = backend_runs[backend][1]["quality"]
+        [row] = q["targets"]
+        assert row["protocol"] == "cold_start" and row["target"] == "Music" and 0 < row["users"] <= len(users)
+        assert 0 <= row["random"]["hit"] <= row["candidates"]["any"] <= 1
+        assert "taste" in row  # the world knows each user's taste
+    # The popularity backend is its own floor: the same picks as the popularity ranking.
+    pop = backend_runs["popularity"][1]["quality"]["targets"][0]
+    assert pop["backend"]["hit"] == pop["popularity"]["hit"] and pop["backend"]["ndcg"] == pop["popularity"]["ndcg"]
+
+
+def test_scoring_backends_write_a_rejected_candidate_apart_from_the_picks(backend_runs):
+    _, _, rows = backend_runs["semantic"]
+    assert rows["rejected_item_idx"].notna().all()
+    per_user = rows.groupby(["protocol", "user_idx"]).agg(picks=("item_idx", set), rejected=("rejected_item_idx", set))
+    assert (per_user["rejected"].map(len) == 1).all()  # one least-likely candidate per context
+    assert not any(r & p for r, p in zip(per_user["rejected"], per_user["picks"]))

