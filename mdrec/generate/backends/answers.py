@@ -22,6 +22,8 @@ class Problem(str, enum.Enum):
     prompt_truncated = "prompt_truncated"  # the history was cut to fit max_model_len
     prompt_too_long = "prompt_too_long"  # even without history the prompt does not fit: skipped
     engine_error = "engine_error"  # the engine failed on this prompt: skipped
+    missing_logprobs = "missing_logprobs"  # score mode: a title's logprobs did not all come back (e.g. its first
+    # tokens, shared with another candidate's title, filled a block read from the prefix cache): unscored
     least_invalid = "least_invalid"  # `least` names no candidate, or one of the picks: no rejected item
 
 

@@ -168,7 +168,7 @@ def postprocess(row: dict, *, mode: str, per_user: int) -> dict:
         # The processor drops `tokenized_prompt`; the engine output carries the ids it ran.
         score = title_logprob(row.get("prompt_logprobs"), _as_list(row.get("prompt_token_ids")), int(row["title_start"]))
         if score is None:
-            problems.append(Problem.engine_error.value)
+            problems.append(Problem.missing_logprobs.value)
         else:
             chosen, scores = [int(row["item"])], [score]
         generated = 0
