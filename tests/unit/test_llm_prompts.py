@@ -130,3 +130,15 @@ def test_a_packaged_model_reaches_engines_as_its_folder_with_the_node_setup_hook
     assert cfg.model_source == setup[ENV_FOLDER]
     assert setup.items() <= cfg.runtime_env["env_vars"].items()
     assert cfg.runtime_env["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "1"  # the CPU engine settings stay
+
+
+def test_titles_that_could_be_read_from_the_prefix_cache_skip_it():
+    from mdrec.generate.backends.vllm import cache_unsafe_titles
+
+    # A prefix of 13 tokens ends in block [0, 16): titles of 3+ tokens fill it.
+    titles = [[5, 6, 7, 8], [5, 6, 7, 9], [5, 6], [1, 2, 3], [5, 6, 8]]
+    # 5,6,7 is shared by the first two (they fill the block identically); [5, 6] does not fill it;
+    # [5, 6, 8] fills it with other tokens.
+    assert cache_unsafe_titles(13, titles, grain=16) == [True, True, False, False, False]
+    assert cache_unsafe_titles(30, [[1, 2, 3], [1, 2, 3]], grain=16) == [True, True]  # 2 tokens fill [16, 32)
+    assert cache_unsafe_titles(20, [[1, 2, 3], [1, 2, 3]], grain=16) == [False, False]  # block [16, 32) not full

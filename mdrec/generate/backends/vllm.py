@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 import math
 import os
 from typing import Any
@@ -142,9 +143,22 @@ class PromptStage:
             # A prefix that fills whole cache blocks could be read from the cache up to its last
             # token, and the title's first logprob with it: one more token keeps that one computed.
             prefix = prefix + self._ids("\n", False)[-1:]
-        return [base | {"tokenized_prompt": prefix + t, "sampling_params": params, "title_start": len(prefix),
-                        "item": item, "parts": len(titles), "skipped": False}
-                for item, t in zip(row["candidates"], titles)]
+        unsafe = cache_unsafe_titles(len(prefix), titles)
+        return [base | {"tokenized_prompt": prefix + t, "title_start": len(prefix), "item": item, "parts": len(titles),
+                        "skipped": False, "sampling_params": params | {"skip_reading_prefix_cache": skip}}
+                for item, t, skip in zip(row["candidates"], titles, unsafe)]
+
+
+def cache_unsafe_titles(prefix_len: int, titles: list[list[int]], grain: int = PREFIX_CACHE_GRAIN) -> list[bool]:
+    """Which titles could have their own first tokens read from the prefix cache (so their logprobs
+    would be missing): those that fill the cache block the prefix ends in and share all of that
+    block's title tokens with another candidate's title. Those requests skip the cache; the rest
+    share the prompt's cached blocks. With `grain` the smallest block size, this covers any
+    block size that is a multiple of it."""
+    boundary = (prefix_len // grain + 1) * grain
+    need = boundary - prefix_len  # title tokens inside the prefix's last block
+    heads = Counter(tuple(t[:need]) for t in titles if len(t) >= need)
+    return [len(t) >= need and heads[tuple(t[:need])] > 1 for t in titles]
 
 
 def postprocess(row: dict, *, mode: str, per_user: int) -> dict:
