@@ -126,8 +126,9 @@ def test_choose_mode_on_two_engines_never_leaves_the_candidates(prepared, hostil
 
 
 def test_garbage_answers_and_overlong_prompts_are_counted_not_fatal(prepared, hostile_tables, tiny_llm, tmp_path):
-    """Answers cut at 3 tokens cannot be complete JSON; a 200-token window cannot hold every prompt."""
-    cfg = vllm_config(hostile_tables, tiny_llm, num_actors=1, max_model_len=200, sampling={"max_tokens": 3})
+    """Answers cut at 3 tokens cannot be complete JSON; a 300-token window cannot hold every prompt
+    (the tiny tokenizer spells the instructions out in many tokens: 261 without any history)."""
+    cfg = vllm_config(hostile_tables, tiny_llm, num_actors=1, max_model_len=300, sampling={"max_tokens": 3})
     cfg["generate"]["users"] = {"max_users": 60}
     code, out, err = run_cli("generate", write_config(tmp_path / "c.yaml", cfg), "--run-dir", str(prepared))
     assert code == 0, err
