@@ -8,4 +8,6 @@ TINY = {
     "sasrec": {"embedding_dim": 16, "max_len": 20, "num_layers": 1, "num_heads": 2, "dropout": 0.1},
     "lightgcn": {"embedding_dim": 16, "num_layers": 2},
     "emcdr": {"embedding_dim": 16, "mapping_hidden": [16]},
+    "popularity": {},
+    "random": {},
 }

@@ -7,4 +7,4 @@ __all__ = ["MODELS", "Batch", "Dims", "ModelConfig", "RecModel", "build_model", 
 
 def load_all() -> None:
     """Import every model module so that each registers itself."""
-    from mdrec.models import emcdr, lightgcn, mmoe, ple, sasrec, shared_bottom, star  # noqa: F401
+    from mdrec.models import emcdr, lightgcn, mmoe, ple, reference, sasrec, shared_bottom, star  # noqa: F401
