@@ -144,20 +144,24 @@ def score_context(tally: dict, truth: GroundTruth, result: dict, per_user: int) 
                               np.asarray([c for c in candidates if int(c) not in listed], dtype=np.int64)])
     popularity = np.asarray(result["candidate_popularity"], dtype=np.int64)
     by_popularity = candidates[np.argsort(-popularity, kind="stable")]  # ties keep the (shuffled) list order
-    is_rel = np.vectorize(lambda i: int(i) in relevant, otypes=[bool])
-    in_candidates = int(is_rel(candidates).sum()) if len(candidates) else 0
+    held_out = np.fromiter(relevant, dtype=np.int64, count=len(relevant))
+
+    def is_rel(items: np.ndarray) -> np.ndarray:
+        return np.isin(items, held_out)
+
+    in_candidates = int(is_rel(candidates).sum())
     n = len(relevant)
     k = per_user
     add = {"users": 1, "candidates_recall": in_candidates / n if n else 0.0, "candidates_any": float(in_candidates > 0),
            "random_hit": _random_hit(len(candidates), in_candidates, k),
            "random_precision": in_candidates / len(candidates) if len(candidates) else 0.0}
     for name, order, top in (("picks", picks, k), ("popularity", by_popularity[:k], k)):
-        hits = is_rel(order) if len(order) else np.zeros(0, dtype=bool)
+        hits = is_rel(order)
         add[f"{name}_hit"] = float(hits.any())
         add[f"{name}_precision"] = float(hits.mean()) if len(hits) else 0.0
         add[f"{name}_ndcg"] = _ndcg(hits, top, n)
     for name, order in (("ranking", ranking), ("popularity_ranking", by_popularity)):
-        hits = is_rel(order) if len(order) else np.zeros(0, dtype=bool)
+        hits = is_rel(order)
         add[f"{name}_hit"] = float(hits[:RANKING_K].any())
         add[f"{name}_ndcg"] = _ndcg(hits, RANKING_K, n)
     liked = truth.in_taste(key[0], candidates)

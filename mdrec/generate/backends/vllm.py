@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
 import math
 import os
+from collections import Counter
 from typing import Any
 
 import numpy as np
