@@ -67,11 +67,18 @@ def score(model: RecModel, candidates: Candidates, batch_size: int = 8192) -> np
     return out.reshape(candidates.items.shape)
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """AdamW: with weight_decay 0 it is Adam; decoupled decay shrinks the embeddings of items a
+    batch does not touch too, which is what keeps rarely-seen items from keeping random weights."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
 def fit(
     model: RecModel,
     make_examples: Callable[[int], Examples],
     epochs: int,
     lr: float = 1e-3,
+    weight_decay: float = 0.0,
     batch_size: int = 1024,
     seed: int = 0,
     on_epoch: Callable[[EpochResult], None] | None = None,
@@ -79,7 +86,7 @@ def fit(
     """Train for `epochs`; `make_examples(epoch)` draws that epoch's examples (fresh negatives)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = make_optimizer(model, lr, weight_decay)
     history = []
     for epoch in range(epochs):
         examples = make_examples(epoch)

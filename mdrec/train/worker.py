@@ -20,7 +20,7 @@ from mdrec import faults
 from mdrec.evaluate import metrics
 from mdrec.models import build_model
 from mdrec.train.examples import with_sampled_negatives
-from mdrec.train.loop import LossOf, score, train_step
+from mdrec.train.loop import LossOf, make_optimizer, score, train_step
 
 STATE_FILE = "state.pt"
 
@@ -55,7 +55,7 @@ def train_loop(config: dict) -> None:
 
         # Domain-specific parameters are unused when a batch lacks their domain.
         wrapped = prepare_model(wrapped, parallel_strategy_kwargs={"find_unused_parameters": True})
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"])
+    optimizer = make_optimizer(model, train_cfg["lr"], train_cfg.get("weight_decay", 0.0))
     if state:
         optimizer.load_state_dict(state["optimizer"])
     history = state["history"] if state else []

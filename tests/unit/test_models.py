@@ -107,3 +107,26 @@ def test_unknown_model_and_bad_params():
         build_model("nope", {}, dims)
     with pytest.raises(ConfigError, match="unknown key 'hiddn'"):
         build_model("star", {"hiddn": [3]}, dims)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_weight_decay_shrinks_only_when_asked(weight_decay):
+    """The optimizer behind train.weight_decay: decoupled decay reaches embedding rows no batch
+    touched (their gradient is zero), and 0 leaves them exactly as they were (plain Adam)."""
+    from mdrec.train.loop import make_optimizer
+
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(10, 4)
+    before = table.weight.detach().clone()
+    optimizer = make_optimizer(table, lr=0.1, weight_decay=weight_decay)
+    for _ in range(5):
+        optimizer.zero_grad()
+        table(torch.tensor([0, 1])).sum().backward()
+        optimizer.step()
+    untouched = slice(2, 10)
+    shrink = table.weight.detach()[untouched].norm() / before[untouched].norm()
+    if weight_decay:
+        assert shrink == pytest.approx((1 - 0.1 * weight_decay) ** 5, rel=1e-5)
+    else:
+        assert torch.equal(table.weight.detach()[untouched], before[untouched])
+    assert not torch.equal(table.weight.detach()[:2], before[:2])  # the touched rows moved
