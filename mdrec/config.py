@@ -327,6 +327,11 @@ class TrainConfig(StrictModel):
     epochs: int = Field(10, gt=0, description="Maximum number of epochs.")
     batch_size: int = Field(1024, gt=0, description="Positives per batch on each worker (negatives are added).")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    weight_decay: float = Field(
+        0.0, ge=0, lt=1,
+        description="Decoupled weight decay (AdamW) on every parameter, embeddings included; 0 is plain Adam. "
+        "Without it the models here peak at epoch 1 and then decline on validation.",
+    )
     negatives_per_positive: int = Field(4, ge=1, description="Same-domain negatives drawn per positive each epoch.")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel, DDP).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
@@ -384,6 +389,7 @@ class BackendKind(str, enum.Enum):
     semantic = "semantic"  # a sentence encoder: similarity of history text and candidate titles
     translator = "translator"  # a two-tower model learned from users active in both domains
     popularity = "popularity"  # the floor every other backend must beat
+    oracle = "oracle"  # diagnostic ceiling: the user's own held-out rows (or true taste on the world)
 
 
 class LLMMode(str, enum.Enum):
@@ -495,6 +501,28 @@ class TranslatorBackendConfig(BackendResources):
     train_batch_size: int = Field(512, gt=0, description="Users per training step.")
 
 
+class OracleBackendConfig(BackendResources):
+    """The ceiling of augmentation, a diagnostic: it knows what no generator can.
+
+    Under cold_start on real data it writes each selected held-out user's own held-out target rows
+    (never their validation or test case), most recent first; on the `world` source it draws items
+    from the user's true taste. Where it has nothing honest to give (warm users with no target
+    history, on real data) it writes nothing and the report says so.
+    """
+
+    type: Literal["oracle"] = Field("oracle", description="Selects this backend (needs allow_oracle: true).")
+    allow_oracle: bool = Field(
+        False, description="Must be true: the oracle reads rows that the cold-start protocol hides from training, "
+        "so its results are a ceiling to compare with, never a result of the product.")
+
+    @model_validator(mode="after")
+    def _must_be_allowed(self):
+        if not self.allow_oracle:
+            raise ValueError("the oracle reads held-out rows (a diagnostic ceiling, not a generator): "
+                             "set generate.backend.allow_oracle: true to run it")
+        return self
+
+
 DEFAULT_PROMPT = (
     "A shopper bought these items, oldest first:\n{history}\n\n"
     "Which of these {domain} items would they buy next?\n{candidates}\n\n"
@@ -583,7 +611,8 @@ class VllmBackendConfig(BackendResources):
 
 
 BackendConfig = Annotated[
-    Union[PopularityBackendConfig, SemanticBackendConfig, TranslatorBackendConfig, VllmBackendConfig],
+    Union[PopularityBackendConfig, SemanticBackendConfig, TranslatorBackendConfig, VllmBackendConfig,
+          OracleBackendConfig],
     Field(discriminator="type"),
 ]
 

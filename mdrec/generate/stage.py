@@ -271,7 +271,7 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     model_name, details = "", {}
     if expected:
         built = build_backend(BackendInputs(cfg, histories, plan.embeddings, len(items), ranges, len(domains),
-                                            protocols, targets, log))
+                                            protocols, targets, log, prepared=loc, items=items))
         model_name, details = built.model_name, built.details
         writer.model = model_name
         # The backend's work needs its own selector: the CPU stages' one, which the contexts

@@ -10,7 +10,8 @@ def generate_table(report: dict) -> str:
     rows = [[t["protocol"], t["target"], f"{t['eligible_users']:,}", f"{t['selected_users']:,}", f"{t['contexts']:,}",
              f"{t['rows']:,}", f"{t['cap']:,}", "yes" if t["within_budget"] else "NO"] for t in report["targets"]]
     problems = ", ".join(f"{k}={v:,}" for k, v in report["problems"].items()) or "none"
-    footer = (f"backend {report['backend']} ({report['model'] or '-'}): {report['rows']:,} rows from "
+    name = report["backend"] + (" (ORACLE: a diagnostic ceiling, not a generator)" if report["backend"] == "oracle" else "")
+    footer = (f"backend {name} ({report['model'] or '-'}): {report['rows']:,} rows from "
               f"{report['contexts']:,} contexts; answers with problems: {report['answers_with_problems']:,} ({problems})")
     return text_table(header, rows, left=2) + "\n" + footer + "\n" + quality_table(report.get("quality"))
 

@@ -31,17 +31,31 @@ def _timing_table(timings) -> str:
     return "\n".join(lines)
 
 
+def oracle_labels(run_dir: RunDir) -> dict[str, str]:
+    """Variant renames when the synthetic rows came from the oracle backend: a ceiling must never
+    be read as a result, so its runs say so in every table and plot."""
+    loc = run_dir.file("synthetic/generate_report.json")
+    if not loc.exists() or loc.read_json().get("backend") != "oracle":
+        return {}
+    return {"raw": "raw (oracle)", "filtered": "filtered (oracle)"}
+
+
 def build_report(run_dir: RunDir, log=lambda m: None) -> dict:
     evaluations = collect.committed_metrics(run_dir, "evaluation")  # read once: tables and timings
-    long = collect.test_metrics(evaluations)
+    renames = oracle_labels(run_dir)
+
+    def marked(frame):
+        return frame.assign(variant=frame["variant"].replace(renames)) if renames and len(frame) else frame
+
+    long = marked(collect.test_metrics(evaluations))
     if long.empty:
         raise DataError(f"{run_dir.uri}: no committed evaluation to report (run `mdrec evaluate` first)")
     summary = tables.aggregate(long)
     trained = collect.committed_metrics(run_dir, "models")  # read once: curves and validation
-    curves = collect.training_curves(trained)
-    validation = collect.best_validation(trained)
-    timings = collect.timings(evaluations)
-    comparison = compare.compare(collect.test_cases(run_dir, evaluations), summary)
+    curves = marked(collect.training_curves(trained))
+    validation = marked(collect.best_validation(trained))
+    timings = marked(collect.timings(evaluations))
+    comparison = compare.compare(marked(collect.test_cases(run_dir, evaluations)), summary)
     fingerprint = hashlib.sha256(json.dumps([long.to_csv(index=False), curves.to_csv(index=False),
                                              comparison.to_csv(index=False)]).encode()).hexdigest()
     stage = run_dir.stage("report")

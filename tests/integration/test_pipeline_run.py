@@ -212,3 +212,20 @@ def test_unknown_teacher_model_names_the_key(pipeline_run, tmp_path):
     assert code == 2
     assert err.strip().splitlines()[-1] == ("error: filter.steps teacher.model: 'nosuch' is not in train.models "
                                             "(star)")
+
+
+def test_report_marks_rows_of_the_oracle_as_oracle(pipeline_run, tmp_path):
+    """A ceiling must never be read as a result: when the synthetic rows came from the oracle
+    backend, every augmented variant in the tables, comparison and validation says so."""
+    _, run_dir, _, _ = pipeline_run
+    copy = tmp_path / "oracle-run"
+    shutil.copytree(run_dir, copy)
+    generate_report = copy / "synthetic" / "generate_report.json"
+    generate_report.write_text(json.dumps({**json.loads(generate_report.read_text()), "backend": "oracle"}))
+    code, _, err = run_cli("report", str(copy))
+    assert code == 0, err[-2000:]
+    text = (copy / "report" / "report.md").read_text()
+    comparison = pd.read_csv(copy / "report" / "comparison.csv")
+    assert set(comparison["variant"]) == {"raw (oracle)", "filtered (oracle)"}
+    assert "| cold_start | star | raw (oracle) |" in text and "| cold_start | star | raw |" not in text
+    assert "| cold_start | star | real |" in text

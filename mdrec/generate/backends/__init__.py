@@ -14,8 +14,9 @@ import ray.data
 
 from mdrec import placement
 from mdrec.data.schema import Protocol
-from mdrec.config import (MdrecConfig, PopularityBackendConfig, SemanticBackendConfig, TranslatorBackendConfig,
-                          VllmBackendConfig)
+from mdrec.config import (MdrecConfig, OracleBackendConfig, PopularityBackendConfig, SemanticBackendConfig,
+                          TranslatorBackendConfig, VllmBackendConfig, WorldSourceConfig)
+from mdrec.storage import Location
 
 
 @dataclass
@@ -31,6 +32,8 @@ class BackendInputs:
     protocols: list[Protocol]
     targets: list[int]  # domain_idx of each target domain
     log: Callable[[str], None]
+    prepared: Location | None = None  # the prepared stage (the oracle reads held-out rows there)
+    items: object = None  # pd.DataFrame of prepared/items.parquet
 
 
 @dataclass
@@ -98,6 +101,24 @@ def _translator(backend: TranslatorBackendConfig, inputs: BackendInputs) -> Buil
     return BuiltBackend("two-tower", actor_stage(backend, TranslatorScorer, kwargs), details)
 
 
+def _oracle(backend: OracleBackendConfig, inputs: BackendInputs) -> BuiltBackend:
+    from mdrec.generate.backends.oracle import OracleScorer, held_out_training_rows, world_item_model
+
+    cfg, source = inputs.cfg, inputs.cfg.data.source
+    kwargs = dict(seed=cfg.seed, ranges=inputs.item_ranges)
+    if isinstance(source, WorldSourceConfig):
+        kwargs["world_model"] = world_item_model(source, cfg.seed, inputs.items)
+        details = {"oracle": "draws from each user's true taste in the target domain (world source)"}
+    else:
+        held = held_out_training_rows(inputs.prepared, inputs.targets)
+        kwargs["held_out"] = held
+        details = {"oracle": "each cold-start held-out user's own held-out target rows, validation and test cases "
+                             "excluded; warm users and users with no such row get nothing (nothing_to_give)",
+                   "held_out_users_with_rows": len(held)}
+    inputs.log("generate: ORACLE backend (a diagnostic ceiling, allowed by generate.backend.allow_oracle)")
+    return BuiltBackend("oracle", actor_stage(backend, OracleScorer, kwargs), details)
+
+
 def _vllm(backend: VllmBackendConfig, inputs: BackendInputs) -> BuiltBackend:
     from mdrec.generate.backends.vllm import build_vllm
 
@@ -109,6 +130,7 @@ BUILDERS: dict[type, Callable[..., BuiltBackend]] = {
     SemanticBackendConfig: _semantic,
     TranslatorBackendConfig: _translator,
     VllmBackendConfig: _vllm,
+    OracleBackendConfig: _oracle,
 }
 
 
