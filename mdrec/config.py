@@ -479,19 +479,30 @@ class BackendResources(StrictModel):
     batch_size: int = Field(64, gt=0, description="User contexts per backend call.")
 
 
+class ScoringBackendResources(BackendResources):
+    """A backend that scores every candidate, so its ranking can lean on popularity."""
+
+    popularity_prior: float = Field(
+        0.0, ge=0,
+        description="Added to each candidate's score: this times log(1 + its training count in the domain), a "
+        "popularity prior on the backend's relevance (SCALR's P(item | history) holds P(item)). 0: the backend's "
+        "own ranking. Tune it on the quality table (validation users), per backend: the scores' scales differ.",
+    )
+
+
 class PopularityBackendConfig(BackendResources):
     """Scores a candidate by its number of training interactions in the target domain."""
 
     type: Literal["popularity"] = Field("popularity", description="Selects this backend.")
 
 
-class SemanticBackendConfig(BackendResources):
+class SemanticBackendConfig(ScoringBackendResources):
     """Scores candidates by the cosine between the encoded history sentence and each title (LLM-Rec)."""
 
     type: Literal["semantic"] = Field("semantic", description="Selects this backend (uses `generate.encoder`).")
 
 
-class TranslatorBackendConfig(BackendResources):
+class TranslatorBackendConfig(ScoringBackendResources):
     """A two-tower model of P(target item | source history), learned from users active in both domains."""
 
     type: Literal["translator"] = Field("translator", description="Selects this backend.")
@@ -543,7 +554,7 @@ class SamplingConfig(StrictModel):
     )
 
 
-class VllmBackendConfig(BackendResources):
+class VllmBackendConfig(ScoringBackendResources):
     """An LLM on vLLM engines held by Ray actors (one engine per actor)."""
 
     type: Literal["vllm"] = Field("vllm", description="Selects this backend.")
@@ -598,6 +609,12 @@ class VllmBackendConfig(BackendResources):
             raise ValueError(f"must be a format string using only {{history}}, {{candidates}}, {{domain}} and {{k}} "
                              f"(literal braces doubled): {type(e).__name__} {e}") from None
         return v
+
+    @model_validator(mode="after")
+    def _prior_needs_scores(self):
+        if self.popularity_prior and self.mode is not LLMMode.score:
+            raise ValueError("popularity_prior needs mode: score (choose mode ranks only its picks)")
+        return self
 
     @model_validator(mode="after")
     def _selector_reaches_the_engine(self):

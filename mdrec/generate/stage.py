@@ -37,7 +37,7 @@ from mdrec.data.schema import Protocol
 from mdrec.errors import ConfigError, DataError
 from mdrec.generate import quality
 from mdrec.generate.backends import BackendInputs, build_backend
-from mdrec.generate.backends.base import ranking
+from mdrec.generate.backends.base import ranking, with_popularity_prior
 from mdrec.generate.candidates import TargetCatalog
 from mdrec.generate.contexts import (ContextPlan, SelectionRule, build_contexts, selection_histograms,
                                      threshold_for)
@@ -274,6 +274,7 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
                                             protocols, targets, log, prepared=loc, items=items))
         model_name, details = built.model_name, built.details
         writer.model = model_name
+        writer.prior = getattr(g.backend, "popularity_prior", 0.0)
         # The backend's work needs its own selector: the CPU stages' one, which the contexts
         # carry, would otherwise reach the backend's actors too.
         writer.stream(built.apply(placement.on_nodes(contexts, placement.backend_selector(cfg))), expected)
@@ -354,6 +355,7 @@ class _ShardWriter:
         self.truth = truth
         self.item_ids = items["item_id"].to_numpy(object)
         self.model = ""
+        self.prior = 0.0  # the backend's popularity_prior, where it has one
         self.buffers: dict[int, dict[int, dict]] = defaultdict(dict)
         self.partials: dict[int, dict[int, dict]] = {}
         self.written = 0
@@ -366,6 +368,8 @@ class _ShardWriter:
         for batch in results.iter_batches(batch_format="pyarrow", batch_size=None):
             for row in batch.to_pylist():
                 row = self._whole_context(row)
+                if row is not None and self.prior:
+                    row = self._with_prior(row)
                 if row is not None:
                     # Keyed by context: a retried task can never add a row twice.
                     self.buffers[row["shard"]][row["context_id"]] = row
@@ -397,6 +401,11 @@ class _ShardWriter:
                 "chosen": chosen, "scores": scores, "rejected": rejected,
                 "problems": sorted({p for piece in pieces for p in piece["problems"]}),
                 "prompt_tokens": sum(p["prompt_tokens"] for p in pieces), "generated_tokens": 0}
+
+    def _with_prior(self, row: dict) -> dict:
+        chosen, scores, rejected = with_popularity_prior(row["candidates"], row["candidate_popularity"], row["chosen"],
+                                                         row["scores"], self.prior, self.per_user)
+        return {**row, "chosen": chosen, "scores": scores, "rejected": rejected}
 
     def _progress(self, total: int) -> None:
         now = time.perf_counter()

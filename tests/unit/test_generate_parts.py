@@ -151,3 +151,21 @@ def test_candidates_when_the_domain_has_fewer_items_than_asked():
     seen = [catalog.items[:25]]
     got = retrieve(catalog, catalog.embeddings[[0]], seen, np.array([1]), cfg, seed=0, protocol_idx=0)[0]
     assert sorted(got.tolist()) == catalog.items[25:].tolist()
+
+
+def test_popularity_prior_moves_popular_candidates_up_by_its_weight():
+    from mdrec.generate.backends.base import ranking, with_popularity_prior
+
+    candidates = [10, 11, 12, 13]
+    popularity = [0, 100, 5, 1000]
+    relevance = {10: 1.0, 11: 0.5, 12: 0.9, 13: 0.1}
+    ranked, scores, _ = ranking(candidates, [relevance[c] for c in candidates], 2)
+    # 0: the backend's own ranking, unchanged.
+    assert with_popularity_prior(candidates, popularity, ranked, scores, 0.0, 2)[0] == [10, 12, 11, 13]
+    # A small weight reorders close ones only: 0.9 + 0.1 log 6 = 1.08 passes 1.0 + 0.1 log 1 = 1.0;
+    # 0.5 + 0.1 log 101 = 0.96 does not.
+    chosen, new_scores, rejected = with_popularity_prior(candidates, popularity, ranked, scores, 0.1, 2)
+    assert chosen == [12, 10, 11, 13] and new_scores[0] == pytest.approx(0.9 + 0.1 * np.log(6))
+    assert rejected == 13 and rejected not in chosen[:2]
+    # A large one is the popularity ranking.
+    assert with_popularity_prior(candidates, popularity, ranked, scores, 10.0, 2)[0] == [13, 11, 12, 10]

@@ -59,6 +59,16 @@ def ranking(items, scores, per_user: int) -> tuple[list[int], list[float], int]:
     return ranked, [float(s[i]) for i in order], ranked[-1] if len(ranked) > per_user else -1
 
 
+def with_popularity_prior(candidates, popularity, ranked, scores, prior: float,
+                          per_user: int) -> tuple[list[int], list[float], int]:
+    """A scoring backend's ranking again, each score plus `prior` x log(1 + the item's training
+    count): relevance times a popularity prior, in log space. Same return as `ranking`."""
+    count = dict(zip(map(int, candidates), popularity))
+    score_of = {int(i): float(s) for i, s in zip(ranked, scores)}
+    items = [int(i) for i in candidates if int(i) in score_of]  # list order, so ties stay unbiased
+    return ranking(items, [score_of[i] + prior * np.log1p(count[i]) for i in items], per_user)
+
+
 def ranked_results(batch: pa.Table, scores: list[np.ndarray], per_user: int, *, shas: list[str] | None = None,
                    problems: list[list[str]] | None = None, prompt_tokens=None, generated_tokens=None) -> pa.Table:
     """Results of score-type backends: each context's whole candidate ranking (see `ranking`)."""
