@@ -328,8 +328,9 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(1024, gt=0, description="Positives per batch on each worker (negatives are added).")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(
-        0.0, ge=0, lt=1,
-        description="Decoupled weight decay (AdamW) on every parameter, embeddings included; 0 is plain Adam. "
+        0.0, ge=0,
+        description="Decoupled weight decay (AdamW: each step multiplies every weight by 1 - lr x weight_decay), "
+        "embeddings included; 0 is plain Adam. "
         "Without it the models here peak at epoch 1 and then decline on validation.",
     )
     negatives_per_positive: int = Field(4, ge=1, description="Same-domain negatives drawn per positive each epoch.")

@@ -1,0 +1,105 @@
+"""A small validation-only sweep of the real-only baselines (issue 16): one family at a time, one
+setting changed at a time from the configured one, seed 0.
+
+Each point is its own run directory whose `prepared/` is hard-linked from a base run directory
+(prepare runs once), trained with `mdrec train` and read back from the committed
+`models/<model>/real/<protocol>/seed-0/metrics.json`: the per-domain validation NDCG@10 at the best
+epoch. Test cases are never read. One JSON line per point is appended to `--out` (a point already
+there is skipped, so the sweep resumes), and the table is printed at the end.
+
+    python tools/tune_baselines.py --base runs/tune/base --root runs/tune --families star sasrec
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONFIG = "configs/amazon-food-kitchen.yaml"
+
+# The configured setting of each family, then one change at a time. Epochs are a ceiling:
+# early stopping (patience 1 on validation NDCG@10) picks the epoch.
+BASE = {"lr": 0.002, "weight_decay": 0.0, "epochs": 6}
+FAMILIES = {
+    "star": {"spec": {"name": "star"}, "dropout": True},
+    "sasrec": {"spec": {"name": "sasrec", "params": {"max_len": 50}}, "dropout": True},
+    "lightgcn": {"spec": {"name": "lightgcn"}, "dropout": False},
+    "emcdr": {"spec": {"name": "emcdr"}, "dropout": True},
+    "popularity": {"spec": {"name": "popularity"}, "dropout": False},
+}
+
+
+def points(family: str) -> list[tuple[str, dict, dict]]:
+    """(name, train overrides, model params) of each sweep point of one family."""
+    if family == "popularity":
+        return [("base", {}, {})]
+    out = [("base", {}, {}), ("wd0.1", {"weight_decay": 0.1}, {}), ("wd1", {"weight_decay": 1.0}, {}),
+           ("lr5e-4", {"lr": 0.0005}, {}), ("dim64", {}, {"embedding_dim": 64})]
+    if FAMILIES[family]["dropout"]:
+        out.append(("dropout0.3" if family != "sasrec" else "dropout0.5", {},
+                    {"dropout": 0.3 if family != "sasrec" else 0.5}))
+    return out
+
+
+def yaml_flow(value) -> str:
+    return json.dumps(value)  # JSON is YAML flow syntax: --set reads it back exactly
+
+
+def run_point(base: Path, root: Path, family: str, name: str, train: dict, params: dict, protocols: list[str]) -> dict:
+    run_dir = root / f"{family}-{name}"
+    if not (run_dir / "prepared").exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", str(base / "prepared"), str(run_dir / "prepared")], check=True)
+    spec = json.loads(json.dumps(FAMILIES[family]["spec"]))
+    spec.setdefault("params", {}).update(params)
+    settings = {**BASE, **train}
+    cmd = [sys.executable, "-m", "mdrec", "train", CONFIG, "--run-dir", str(run_dir),
+           "--set", f"train.models={yaml_flow([spec])}", "--set", "train.seeds=[0]",
+           "--set", f"train.protocols={yaml_flow(protocols)}", "--set", "train.variants=[real]",
+           "--set", "train.early_stopping.patience=1"]
+    for key, value in settings.items():
+        cmd += ["--set", f"train.{key}={value}"]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{family} {name}: mdrec train failed:\n{done.stderr[-3000:]}")
+    result = {"family": family, "point": name, "train": settings, "params": spec["params"],
+              "seconds": round(time.perf_counter() - started, 1)}
+    for protocol in protocols:
+        metrics = json.loads((run_dir / "models" / spec["name"] / "real" / protocol / "seed-0" / "metrics.json").read_text())
+        best = metrics["history"][metrics["best_epoch"]]["valid_by_domain"]
+        result[protocol] = {"best_epoch": metrics["best_epoch"] + 1, "epochs_run": metrics["epochs_run"],
+                            **{domain: round(v["ndcg@10"], 4) for domain, v in best.items()}}
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", type=Path, required=True, help="run directory with a committed prepared/")
+    ap.add_argument("--root", type=Path, required=True, help="where the sweep's run directories go")
+    ap.add_argument("--out", type=Path, help="JSON lines of results (default ROOT/results.jsonl)")
+    ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    ap.add_argument("--protocols", nargs="+", default=["warm", "cold_start"])
+    args = ap.parse_args()
+    out = args.out or args.root / "results.jsonl"
+    done = set()
+    if out.exists():
+        done = {(r["family"], r["point"]) for r in map(json.loads, out.read_text().splitlines())}
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    for family in args.families:
+        for name, train, params in points(family):
+            if (family, name) in done:
+                continue
+            result = run_point(args.base, args.root, family, name, train, params, args.protocols)
+            with out.open("a") as f:
+                f.write(json.dumps(result) + "\n")
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
