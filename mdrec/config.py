@@ -278,11 +278,24 @@ class Variant(str, enum.Enum):
     filtered = "filtered"  # + the synthetic interactions the filters kept (synthetic/filtered)
 
 
+class ModelTraining(StrictModel):
+    """One model's own training settings, over `train`'s (each family is tuned on validation apart)."""
+
+    lr: float | None = Field(None, gt=0, description="Learning rate; null: train.lr.")
+    weight_decay: float | None = Field(None, ge=0, description="Decoupled weight decay; null: train.weight_decay.")
+    epochs: int | None = Field(None, gt=0, description="Maximum epochs; null: train.epochs.")
+    negatives_per_positive: int | None = Field(
+        None, ge=1, description="Sampled negatives per positive; null: train.negatives_per_positive.")
+
+
 class ModelSpec(StrictModel):
     name: str = Field(description="Registered model name (see mdrec/models).")
     params: dict[str, Any] = Field(
         default_factory=dict, description="The model's hyper-parameters; unknown ones are rejected."
     )
+    train: ModelTraining = Field(
+        default_factory=ModelTraining, description="Training settings of this model alone, over train's "
+        "(lr, weight_decay, epochs, negatives_per_positive).")
 
 
 class EarlyStoppingConfig(StrictModel):
@@ -365,6 +378,11 @@ class TrainConfig(StrictModel):
         if Variant.real not in v:
             raise ValueError("must include real (every augmented variant is compared with it)")
         return [Variant.real] + [x for x in v if x is not Variant.real]
+
+
+def training_of(train: "TrainConfig", spec: ModelSpec) -> "TrainConfig":
+    """The training settings one model runs with: train's, with the model's own over them."""
+    return train.model_copy(update=spec.train.model_dump(exclude_none=True))
 
 
 class EvaluateConfig(StrictModel):

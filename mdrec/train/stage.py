@@ -24,7 +24,7 @@ import ray.data
 import torch
 
 from mdrec import placement
-from mdrec.config import MdrecConfig, ModelSpec, Variant
+from mdrec.config import MdrecConfig, ModelSpec, Variant, training_of
 from mdrec.data.schema import Protocol, Source, Split
 from mdrec.errors import DataError
 from mdrec.experiment import RunKey, grid
@@ -177,8 +177,9 @@ def load_prepared(run_dir: RunDir, protocol: Protocol) -> PreparedData:
 
 def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec, key: RunKey) -> str:
     # What changes the trained weights; not how many workers or seeds/protocols/variants sit beside it.
-    payload = {"prepared": prepared.fingerprint, "key": key.path, "spec": spec.model_dump(mode="json"),
-               "train": cfg.train.model_dump(mode="json", exclude={"models", "protocols", "seeds", "num_workers",
+    # The settings the model trains with (train's, the model's own over them), however they are written.
+    payload = {"prepared": prepared.fingerprint, "key": key.path, "spec": spec.model_dump(mode="json", exclude={"train"}),
+               "train": training_of(cfg.train, spec).model_dump(mode="json", exclude={"models", "protocols", "seeds", "num_workers",
                                                                    "use_gpu", "resources_per_worker", "label_selector",
                                                                    "max_failures",
                                                                    "torch_threads", "variants", "synthetic_weight"})}
@@ -200,7 +201,7 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
     if not force and stage.is_current(fp):
         log(f"train {key.label}: reusing committed model in {stage.location.uri}")
         return stage.location.join("metrics.json").read_json()
-    t = cfg.train
+    t = training_of(cfg.train, spec)
     dataset = ray.data.read_parquet(prepared.train_path, filesystem=prepared.fs).map_batches(
         _train_rows, batch_format="pandas", fn_kwargs=dict(protocol=key.protocol.value, columns=DATASET_COLUMNS)
     )

@@ -60,6 +60,12 @@ def test_override_can_switch_source_type(tmp_path):
         (["generate.backend.label_selector={gpu: in()}"], "'generate.backend.label_selector': Value error, label value 'in()' of 'gpu'"),
         (["generate.backend={type: vllm, model: m, tensor_parallel_size: 2, label_selector: {mdrec-node: gpu}}"],
          "label_selector needs tensor_parallel_size 1"),
+        (["generate.backend={type: oracle}"], "set generate.backend.allow_oracle: true"),
+        (["generate.backend={type: vllm, model: m, popularity_prior: 0.1}"], "popularity_prior needs mode: score"),
+        (["generate.backend={type: popularity, popularity_prior: 0.1}"], "unknown key 'generate.backend.popularity_prior'"),
+        (["train.models=[{name: star, train: {lr: 0}}]"], "'train.models.0.train.lr'"),
+        (["train.models=[{name: star, train: {momentum: 0.9}}]"], "train.models.0.train.momentum"),
+        (["train.weight_decay=-1"], "'train.weight_decay'"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tmp_path, overrides, message):
@@ -112,3 +118,16 @@ def test_dump_round_trips(tmp_path):
 
 def test_apply_overrides_creates_sections():
     assert apply_overrides({}, ["a.b.c=1"]) == {"a": {"b": {"c": 1}}}
+
+
+def test_a_models_own_training_settings_go_over_trains(tmp_path):
+    from mdrec.config import training_of
+
+    cfg = load_config(write(tmp_path, {"data": {"source": {"type": "world"}},
+                                       "train": {"lr": 0.002, "weight_decay": 0.1, "epochs": 3,
+                                                 "models": [{"name": "star", "train": {"lr": 0.01, "epochs": 5}},
+                                                            {"name": "sasrec"}]}}))
+    star, sasrec = (training_of(cfg.train, spec) for spec in cfg.train.models)
+    assert (star.lr, star.epochs, star.weight_decay) == (0.01, 5, 0.1)
+    assert (sasrec.lr, sasrec.epochs, sasrec.weight_decay) == (0.002, 3, 0.1)
+    assert cfg.train.lr == 0.002  # train's own settings are untouched
