@@ -5,7 +5,7 @@ Each point is its own run directory whose `prepared/` is hard-linked from a base
 (prepare runs once), trained with `mdrec train` and read back from the committed
 `models/<model>/real/<protocol>/seed-0/metrics.json`: the per-domain validation NDCG@10 at the best
 epoch. Test cases are never read. One JSON line per point is appended to `--out` (a point already
-there is skipped, so the sweep resumes), and the table is printed at the end.
+there is skipped, so the sweep resumes) and printed; `--markdown` prints them all as a table.
 
     python tools/tune_baselines.py --base runs/tune/base --root runs/tune --families star sasrec
 """

@@ -127,6 +127,24 @@ def user_tastes(cfg: WorldSourceConfig, seed: int, chunk: int) -> np.ndarray:
     return _rng(seed, 2, chunk).dirichlet(np.full(len(THEMES), cfg.taste_concentration), size=n)
 
 
+def tastes_of(cfg: WorldSourceConfig, seed: int, user_ids: list[str]) -> np.ndarray:
+    """True taste vectors (len(user_ids) x themes) of world users, by user id ("u" + the
+    zero-padded user number, as generate_chunk writes it); each chunk's tastes are drawn once."""
+    numbers = np.array([int(u[1:]) for u in user_ids], dtype=np.int64)
+    chunks = numbers // cfg.users_per_chunk
+    out = np.empty((len(numbers), len(THEMES)))
+    for chunk in np.unique(chunks):
+        rows = chunks == chunk
+        out[rows] = user_tastes(cfg, seed, int(chunk))[numbers[rows] - chunk * cfg.users_per_chunk]
+    return out
+
+
+def item_themes(catalog: WorldCatalog, item_ids: list[str]) -> np.ndarray:
+    """The theme of each item id, -1 for an id the world's catalog does not have."""
+    theme_of = dict(zip(catalog.items["item_id"].to_pylist(), catalog.themes.tolist()))
+    return np.array([theme_of.get(i, -1) for i in item_ids], dtype=np.int64)
+
+
 def generate_chunk(cfg: WorldSourceConfig, seed: int, catalog: WorldCatalog, chunk: int) -> pa.Table:
     """Interactions of users [chunk*users_per_chunk, ...) in the INTERACTIONS schema."""
     first = chunk * cfg.users_per_chunk

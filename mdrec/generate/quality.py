@@ -88,22 +88,13 @@ def load_truth(prepared, targets: list[int], world_source=None, seed: int = 0) -
 def _add_world_taste(truth: GroundTruth, prepared, source, seed: int, user_ids: dict[int, str]) -> None:
     from mdrec.data import world
 
-    catalog = world.make_catalog(source, seed)
-    theme_of = dict(zip(catalog.items["item_id"].to_pylist(), catalog.themes.tolist()))
     items = prepared.join("items.parquet").read_table(columns=["item_idx", "item_id"])
     item_theme = np.full(items.num_rows, -1, dtype=np.int64)
-    for idx, item_id in zip(items["item_idx"].to_numpy(), items["item_id"].to_pylist()):
-        item_theme[idx] = theme_of.get(item_id, -1)
+    item_theme[items["item_idx"].to_numpy()] = world.item_themes(world.make_catalog(source, seed),
+                                                                 items["item_id"].to_pylist())
     truth.item_theme = item_theme
-    # World user ids are "u" + the zero-padded user number; tastes are drawn per chunk of users.
-    by_chunk: dict[int, list[tuple[int, int]]] = {}
-    for user_idx, uid in user_ids.items():
-        number = int(uid[1:])
-        by_chunk.setdefault(number // source.users_per_chunk, []).append((user_idx, number))
-    for chunk, members in by_chunk.items():
-        tastes = world.user_tastes(source, seed, chunk)
-        for user_idx, number in members:
-            truth.taste[user_idx] = tastes[number - chunk * source.users_per_chunk]
+    users = list(user_ids)
+    truth.taste.update(zip(users, world.tastes_of(source, seed, [user_ids[u] for u in users])))
 
 
 def _dcg(relevant: np.ndarray) -> float:

@@ -65,17 +65,14 @@ def world_item_model(source, seed: int, items: pd.DataFrame) -> dict:
     from mdrec.data import world
 
     catalog = world.make_catalog(source, seed)
-    row_of = {item_id: row for row, item_id in enumerate(catalog.items["item_id"].to_pylist())}
     in_theme = np.zeros(catalog.items.num_rows)
     for d, per_theme in enumerate(catalog.theme_cdfs):
         for th, cdf in enumerate(per_theme):
             in_theme[catalog.theme_members[d][th]] = np.diff(np.concatenate([[0.0], cdf]))
-    rows = np.array([row_of.get(i, -1) for i in items["item_id"]], dtype=np.int64)
-    known = rows >= 0
-    theme = np.where(known, catalog.themes[np.maximum(rows, 0)], -1)
-    return {"theme": theme, "in_theme": np.where(known, in_theme[np.maximum(rows, 0)], 0.0),
-            "fidelity": source.taste_fidelity, "themes": len(world.THEMES),
-            "users_per_chunk": source.users_per_chunk, "source": source, "seed": seed}
+    in_theme_of = dict(zip(catalog.items["item_id"].to_pylist(), in_theme.tolist()))
+    return {"theme": world.item_themes(catalog, list(items["item_id"])),
+            "in_theme": np.array([in_theme_of.get(i, 0.0) for i in items["item_id"]]),
+            "fidelity": source.taste_fidelity, "themes": len(world.THEMES), "source": source, "seed": seed}
 
 
 class OracleScorer:
@@ -83,15 +80,18 @@ class OracleScorer:
 
     def __init__(self, seed: int, ranges: dict, held_out: dict | None = None, world_model: dict | None = None):
         self.seed, self.ranges, self.held_out, self.world = seed, ranges, held_out, world_model
-        self._tastes: dict[int, np.ndarray] = {}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from mdrec.data import world
+
+        user_ids = batch["user_id"].to_pylist()
+        tastes = world.tastes_of(self.world["source"], self.world["seed"], user_ids) if self.world else None
         chosen, scores, problems = [], [], []
-        for protocol, user, user_id, target, history in zip(
-                batch["protocol"].to_pylist(), batch["user_idx"].to_pylist(), batch["user_id"].to_pylist(),
-                batch["target_idx"].to_pylist(), batch["history_items"].to_pylist()):
-            if self.world is not None:
-                items, s = self._draw(Protocol(protocol), user, user_id, target, history)
+        for row, (protocol, user, target, history) in enumerate(zip(
+                batch["protocol"].to_pylist(), batch["user_idx"].to_pylist(), batch["target_idx"].to_pylist(),
+                batch["history_items"].to_pylist())):
+            if tastes is not None:
+                items, s = self._draw(Protocol(protocol), user, tastes[row], target, history)
             elif protocol == Protocol.cold_start.value:
                 items = self.held_out.get((user, target), [])
                 s = [1.0] * len(items)
@@ -103,20 +103,11 @@ class OracleScorer:
         n = batch.num_rows
         return result_table(batch, chosen, scores, problems, ["oracle"] * n, [0] * n, [0] * n, [-1] * n)
 
-    def _taste(self, user_id: str) -> np.ndarray:
-        from mdrec.data import world
-
-        number = int(user_id[1:])  # world user ids are "u" + the zero-padded user number
-        chunk, per = divmod(number, self.world["users_per_chunk"])
-        if chunk not in self._tastes:
-            self._tastes[chunk] = world.user_tastes(self.world["source"], self.world["seed"], chunk)
-        return self._tastes[chunk][per]
-
-    def _draw(self, protocol: Protocol, user: int, user_id: str, target: int, history) -> tuple[list[int], list[float]]:
+    def _draw(self, protocol: Protocol, user: int, taste: np.ndarray, target: int,
+              history) -> tuple[list[int], list[float]]:
         w = self.world
         start, end = self.ranges[target]
         theme, in_theme = w["theme"][start:end], w["in_theme"][start:end]
-        taste = self._taste(user_id)
         weight_of_theme = w["fidelity"] * taste + (1 - w["fidelity"]) / w["themes"]
         p = np.where(theme >= 0, weight_of_theme[np.maximum(theme, 0)] * in_theme, 0.0)
         seen = np.asarray([i - start for i in history if start <= i < end], dtype=np.int64)
