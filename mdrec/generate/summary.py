@@ -16,6 +16,14 @@ def generate_table(report: dict) -> str:
     return text_table(header, rows, left=2) + "\n" + footer + "\n" + quality_table(report.get("quality"))
 
 
+def _versus(v: dict | None, rk: int) -> list[str]:
+    """The paired comparison with popularity; p is Holm-adjusted over the table's targets."""
+    if not v:
+        return ["-", "-"]
+    hit, ndcg = v["hit"], v[f"ndcg@{rk}"]
+    return [f"+{hit['wins']}/-{hit['losses']} (p {hit['p_holm']:.3f})", f"{ndcg['diff']:+.4f} (p {ndcg['p_holm']:.3f})"]
+
+
 def quality_table(q: dict | None) -> str:
     """How often the backend is right on held-out items, beside the popularity floor and the ceiling."""
     if not q:
@@ -24,7 +32,8 @@ def quality_table(q: dict | None) -> str:
         return f"quality: {q['note']}"
     k, rk = q["k"], q["ranking_k"]
     header = ["protocol", "target", "val users", f"hit@{k}", f"ndcg@{k}", f"popularity hit@{k}",
-              f"random hit@{k}", f"ndcg@{rk}", f"popularity ndcg@{rk}", "in candidates", "taste"]
+              f"random hit@{k}", f"ndcg@{rk}", f"popularity ndcg@{rk}", "in candidates", "taste",
+              f"vs popularity: hit@{k} wins/losses (p)", f"ndcg@{rk} diff (p)"]
     rows = []
     for t in q["targets"]:
         b, p = t["backend"], t["popularity"]
@@ -33,11 +42,11 @@ def quality_table(q: dict | None) -> str:
                      f"{p['hit']:.3f}", f"{t['random']['hit']:.3f}", f"{b[f'ndcg@{rk}']:.3f}",
                      f"{p[f'ndcg@{rk}']:.3f}", f"{t['candidates']['any']:.3f}",
                      f"{taste['backend']:.2f} (pop {taste['popularity']:.2f}, random {taste['random']:.2f})"
-                     if taste else "-"])
+                     if taste else "-", *_versus(t.get("vs_popularity"), rk)])
     ranks = "" if q["ranks_all_candidates"] else f"; this backend only picks: ndcg@{rk} ranks the rest in list order"
     picks = q.get("pick_positions") or {}
     total = sum(picks.values())
     first = sum(picks.get(str(i), 0) for i in range(1, k + 1))
     bias = (f"\npicks at list positions 1-{k}: {first / total:.0%} (uniform over the {len(picks)} positions seen: {k / max(len(picks), k):.0%})"
             if total else "")
-    return "generator quality on " + q["measured_on"] + ranks + "\n" + text_table(header, rows, left=2) + bias
+    return "generator quality on " + q["measured_on"] + ranks + "; p: paired against popularity, Holm-adjusted\n" + text_table(header, rows, left=2) + bias

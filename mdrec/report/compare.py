@@ -12,30 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from mdrec.significance import holm, paired_test
 
 REAL = "real"
 TESTED = ["ndcg@10", "case_auc"]  # per-case metrics the paired tests run on
 FAIRNESS = ["coverage@10", "gini_exposure@10", "gini_user_ndcg@10"]  # domain-level, shown side by side
 GROUP = ["domain", "protocol", "model"]
-
-
-def paired_test(augmented: np.ndarray, real: np.ndarray) -> float:
-    """Two-sided paired t-test p-value; 1.0 when there is no difference at all (or too few cases)."""
-    diff = augmented - real
-    if len(diff) < 2 or np.allclose(diff, 0):
-        return 1.0
-    return float(stats.ttest_rel(augmented, real).pvalue)
-
-
-def holm(pvalues: np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (same order as given)."""
-    p = np.asarray(pvalues, dtype=np.float64)
-    order = np.argsort(p)
-    adjusted = np.minimum(1.0, np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order]))
-    out = np.empty_like(adjusted)
-    out[order] = adjusted
-    return out
 
 
 def compare(cases: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:

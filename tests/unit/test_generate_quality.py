@@ -73,3 +73,51 @@ def test_merge_sums_shard_tallies():
     score_context(b, truth, result([12], CANDS, POP, user=8), 1)
     [row] = summarize(quality.merge([a, b]), ["A", "B"], 1, True)["targets"]
     assert row["users"] == 2 and row["backend"]["hit"] == 0.5 and row["popularity"]["hit"] == 0.5
+
+
+def test_paired_against_popularity_counts_users_only_one_side_hits():
+    # Popularity's two picks are 11 and 13. User 7 holds 12 (only the backend hits), user 8 holds
+    # 11 (both hit), user 9 holds 13 (only popularity hits), user 10 holds 14 (only the backend).
+    truth = GroundTruth({(7, 1): {12}, (8, 1): {11}, (9, 1): {13}, (10, 1): {14}})
+    tally: dict = {}
+    score_context(tally, truth, result([12, 11], CANDS, POP, user=7), 2)
+    score_context(tally, truth, result([12, 11], CANDS, POP, user=8), 2)
+    score_context(tally, truth, result([12, 10], CANDS, POP, user=9), 2)
+    score_context(tally, truth, result([14, 10], CANDS, POP, user=10), 2)
+    [row] = summarize(tally, ["A", "B"], 2, True)["targets"]
+    hit = row["vs_popularity"]["hit"]
+    assert (hit["wins"], hit["losses"]) == (2, 1)
+    assert hit["p"] == pytest.approx(1.0)  # 2 of 3 discordant users: no evidence either way
+    assert hit["p_holm"] == hit["p"]  # one target: nothing to adjust
+    ndcg = row["vs_popularity"]["ndcg@10"]
+    assert ndcg["diff"] == pytest.approx(row["backend"]["ndcg@10"] - row["popularity"]["ndcg@10"], abs=2e-4)
+
+
+def test_sum_based_paired_t_matches_scipy_and_mcnemar_is_exact():
+    from scipy import stats
+
+    from mdrec.significance import mcnemar_p, paired_t_p
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.3, 0.1, 50), rng.normal(0.25, 0.1, 50)
+    d = a - b
+    assert paired_t_p(len(d), d.sum(), (d * d).sum()) == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-6)
+    assert paired_t_p(5, 0.0, 0.0) == 1.0  # no difference at all
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(10, 0) == pytest.approx(2 * 0.5 ** 10)  # ten discordant users, all one way
+
+
+def test_holm_adjusts_over_the_targets_of_one_table():
+    # Two targets, 6 users each, all won by the backend: p = 2 / 2**6 each, and Holm doubles both.
+    truth = GroundTruth({(u, t): {12} for u in range(6) for t in (0, 1)})
+    tally: dict = {}
+    for u in range(6):
+        for t in (0, 1):
+            score_context(tally, truth, result([12], CANDS, POP, user=u, target=t), 1)
+    rows = summarize(tally, ["A", "B"], 1, True)["targets"]
+    assert len(rows) == 2
+    for row in rows:
+        hit = row["vs_popularity"]["hit"]
+        assert (hit["wins"], hit["losses"]) == (6, 0)
+        assert hit["p"] == pytest.approx(2 / 2**6, abs=1e-4)
+        assert hit["p_holm"] == pytest.approx(4 / 2**6, abs=1e-4)
