@@ -152,8 +152,10 @@ def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: b
     """Train every model in CONFIG's `train.models` on Ray Train.
 
     One TorchTrainer run per model, protocol (train.protocols), variant (train.variants: real
-    rows only, + synthetic/raw, + synthetic/filtered; synthetic rows weigh
-    train.synthetic_weight and never enter validation) and seed (train.seeds), with
+    rows only, + synthetic/raw, + synthetic/filtered) under each synthetic mode
+    (train.synthetic.modes: label = weighted positives, the run `raw`; context = read, never
+    predicted, `raw+context`; pretrain = positives for the first epochs, `raw+pretrain`;
+    synthetic rows never enter validation) and seed (train.seeds), with
     train.num_workers workers (DDP), a checkpoint per epoch under <run-dir>/.train/, early
     stopping on a validation metric, and resume from the last checkpoint after a failure or a
     re-run. Commits <run-dir>/models/<model>/<variant>/<protocol>/seed-<n>/ (model.pt,

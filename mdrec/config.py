@@ -298,6 +298,45 @@ class ModelSpec(StrictModel):
         "(lr, weight_decay, epochs, negatives_per_positive).")
 
 
+class SyntheticModeSpec(StrictModel):
+    """One way to train on synthetic rows (a mode of mdrec/train/synthetic and its parameters)."""
+
+    name: str = Field("label", description="Registered training mode: label (weighted positives), context "
+                      "(read, never predicted), pretrain (positives for the first epochs, then real only).")
+    params: dict[str, Any] = Field(default_factory=dict, description="The mode's parameters; unknown ones are rejected.")
+    tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="This arm's name in the grid and the "
+                            "report (default: the mode's name); needed when one mode appears twice.")
+
+    @model_validator(mode="after")
+    def _known(self):
+        from mdrec.train.synthetic import build_mode  # light: pydantic only
+
+        build_mode(self.name, self.params)
+        return self
+
+    @property
+    def key(self) -> str:
+        return self.tag or self.name
+
+
+class SyntheticTrainingConfig(StrictModel):
+    """How augmented variants train on their synthetic rows: each mode is its own arm of the grid."""
+
+    modes: list[SyntheticModeSpec] = Field(
+        default_factory=lambda: [SyntheticModeSpec()], min_length=1,
+        description="Modes to train every augmented variant with; `raw` under mode `label` is the run `raw`, "
+        "under another mode `raw+<mode>` (or `raw+<tag>`).")
+
+    @field_validator("modes")
+    @classmethod
+    def _unique_keys(cls, v):
+        keys = [m.key for m in v]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"mode {repeated[0]!r} appears twice: give each a distinct tag")
+        return v
+
+
 class EarlyStoppingConfig(StrictModel):
     metric: str = Field("ndcg@10", description="Validation metric to maximise: auc, gauc, case_auc, hr@K, ndcg@K or coverage@K (K = 5, 10, 20).")
     patience: int = Field(2, ge=1, description="Epochs without improvement before training stops.")
@@ -334,9 +373,9 @@ class TrainConfig(StrictModel):
         description="Training data variants: real (real only), raw (+ all synthetic rows), filtered (+ the rows "
         "the filters kept). Augmented variants make `mdrec run` generate and filter first.",
     )
-    synthetic_weight: float = Field(
-        1.0, gt=0, le=10, description="Loss weight of a synthetic positive (and of the negatives drawn for it); real rows weigh 1."
-    )
+    synthetic: SyntheticTrainingConfig = Field(
+        default_factory=SyntheticTrainingConfig,
+        description="How augmented variants use their synthetic rows (modes: label, context, pretrain).")
     epochs: int = Field(10, gt=0, description="Maximum number of epochs.")
     batch_size: int = Field(1024, gt=0, description="Positives per batch on each worker (negatives are added).")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
@@ -363,6 +402,14 @@ class TrainConfig(StrictModel):
     )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Early stopping.")
     max_failures: int = Field(2, ge=0, description="Worker-group restarts, each resuming from the last checkpoint.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data):
+        if isinstance(data, dict) and "synthetic_weight" in data:
+            raise ValueError(f"synthetic_weight moved: write synthetic: {{modes: [{{name: label, params: {{weight: "
+                             f"{data['synthetic_weight']}}}}}]}}")
+        return data
 
     @field_validator("protocols", "seeds", "variants")
     @classmethod

@@ -33,11 +33,11 @@ import ray
 import ray.data
 import torch
 
-from mdrec.config import MdrecConfig, Variant
+from mdrec.config import MdrecConfig
 from mdrec.data.schema import Protocol, Split
 from mdrec.errors import DataError
 from mdrec.evaluate import metrics
-from mdrec.experiment import RunKey, grid
+from mdrec.experiment import RunKey, arm_named, grid
 from mdrec.models import Dims, build_model
 from mdrec.prepare.shards import unit_hash
 from mdrec.storage import RunDir
@@ -222,8 +222,8 @@ def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, key
     shape = read_shape(run_dir)
     dims, ranges, domains = shape.dims, shape.ranges, shape.domains
     seen = load_context(run_dir, protocol, dims)
-    variant = Variant(todo[0][0].variant)
-    context = with_synthetic_context(run_dir, protocol, variant, seen)  # no second read of the training rows
+    arm = arm_named(cfg, todo[0][0].variant)
+    context = with_synthetic_context(run_dir, protocol, arm, seen)  # no second read of the training rows
     summaries = [trained.location.join("metrics.json").read_json() for _, trained, _, _ in todo]
     # Parameters as each committed model was trained, not as the config says now.
     runs = [(key.model, summary["params"], trained.location.join("model.pt").read_bytes())
@@ -239,7 +239,7 @@ def evaluate_protocol(cfg: MdrecConfig, run_dir: RunDir, protocol: Protocol, key
         full = _score_cases(cfg, run_dir, protocol, runs, context, seen, dims, ranges,
                             _full_sample_rates(cfg, run_dir, protocol, domains))
         full_seconds = time.perf_counter() - started
-    log(f"evaluate {protocol.value} {variant.value}: {len(scored):,} test cases x {len(runs)} runs scored in {pass_seconds:.1f}s"
+    log(f"evaluate {protocol.value} {arm.name}: {len(scored):,} test cases x {len(runs)} runs scored in {pass_seconds:.1f}s"
         + (f", full catalog {len(full):,} cases in {full_seconds:.1f}s" if full is not None else ""))
 
     roles = dict(zip(domains["domain"], domains["role"]))

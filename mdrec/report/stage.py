@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from mdrec.config import Variant
 from mdrec.errors import DataError
 from mdrec.report import collect, compare, plots, tables
 from mdrec.storage import RunDir
@@ -31,18 +32,19 @@ def _timing_table(timings) -> str:
     return "\n".join(lines)
 
 
-def oracle_labels(run_dir: RunDir) -> dict[str, str]:
+def oracle_labels(run_dir: RunDir, variants) -> dict[str, str]:
     """Variant renames when the synthetic rows came from the oracle backend: a ceiling must never
-    be read as a result, so its runs say so in every table and plot."""
+    be read as a result, so its runs (every augmented variant, under every mode) say so in every
+    table and plot."""
     loc = run_dir.file("synthetic/generate_report.json")
     if not loc.exists() or loc.read_json().get("backend") != "oracle":
         return {}
-    return {"raw": "raw (oracle)", "filtered": "filtered (oracle)"}
+    return {v: f"{v} (oracle)" for v in set(variants) if v != Variant.real.value}
 
 
 def build_report(run_dir: RunDir, log=lambda m: None) -> dict:
     evaluations = collect.committed_metrics(run_dir, "evaluation")  # read once: tables and timings
-    renames = oracle_labels(run_dir)
+    renames = oracle_labels(run_dir, [e["variant"] for e in evaluations])
 
     def marked(frame):
         return frame.assign(variant=frame["variant"].replace(renames)) if renames and len(frame) else frame

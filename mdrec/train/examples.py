@@ -10,10 +10,12 @@ negatives, padded to one width with a validity mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from mdrec.data.schema import Source
 from mdrec.models.base import Batch
 
 
@@ -109,3 +111,67 @@ class Candidates:
             domain=torch.from_numpy(np.repeat(self.domain, width)),
             ts=torch.from_numpy(np.repeat(self.ts, width)),
         )
+
+
+def synthetic_in_loss(epoch: int, synthetic_epochs: int | None) -> bool:
+    """Whether synthetic positives train in `epoch` (0-based): always, or (the pretrain mode) only
+    in the first `synthetic_epochs`."""
+    return synthetic_epochs is None or epoch < synthetic_epochs
+
+
+class SyntheticSpread:
+    """Mixes synthetic positives into a stream of real batches, an even share into each.
+
+    The rows are shuffled each epoch and cut into `expected_batches` parts; part i joins real batch
+    i, so no batch is all synthetic and they are not the last thing an epoch teaches. Parts left
+    when the stream ends early (a shard smaller than expected) make batches of their own.
+    """
+
+    def __init__(self, rows: dict[str, np.ndarray] | None, expected_batches: int, rng: np.random.Generator):
+        self.parts: list[dict[str, np.ndarray]] = []
+        if rows is not None and len(rows["user_idx"]):
+            order = rng.permutation(len(rows["user_idx"]))
+            self.parts = [{k: v[idx] for k, v in rows.items()}
+                          for idx in np.array_split(order, max(1, expected_batches)) if len(idx)]
+
+    @classmethod
+    def none(cls) -> "SyntheticSpread":
+        return cls(None, 1, np.random.default_rng(0))
+
+    def mixed(self, batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+        i = 0
+        for batch in batches:
+            if i < len(self.parts):
+                part = self.parts[i]
+                batch = {k: np.concatenate([batch[k], part[k].astype(batch[k].dtype, copy=False)]) for k in batch}
+            i += 1
+            yield batch
+        yield from self.parts[i:]
+
+
+def pair_batches(part: dict[str, np.ndarray] | None, positives: int, share: float, item_ranges: dict[int, tuple[int, int]],
+                 rng: np.random.Generator) -> tuple[Batch, Batch] | None:
+    """One step's (preferred, rejected) batches from a part of the pairs: at most `share` pairs per
+    real positive of the step, drawn at random; a pair without a rejected item gets a uniform item
+    of its domain."""
+    if part is None or not len(part["user_idx"]):
+        return None
+    cap = int(positives * share)
+    rows = np.arange(len(part["user_idx"]))
+    if len(rows) > cap:
+        rows = rng.choice(rows, size=cap, replace=False)
+    if not len(rows):
+        return None
+    user, item, domain, ts = (part[k][rows].astype(np.int64) for k in ("user_idx", "item_idx", "domain_idx", "ts"))
+    rejected = part["rejected_idx"][rows].astype(np.int64)
+    missing = rejected < 0
+    if missing.any():
+        lo = np.array([item_ranges[int(d)][0] for d in domain[missing]])
+        hi = np.array([item_ranges[int(d)][1] for d in domain[missing]])
+        rejected[missing] = lo + (rng.random(int(missing.sum())) * (hi - lo)).astype(np.int64)
+
+    def batch(items: np.ndarray) -> Batch:
+        return Batch(user=torch.from_numpy(user), item=torch.from_numpy(items), domain=torch.from_numpy(domain),
+                     ts=torch.from_numpy(ts))
+
+    return batch(item), batch(rejected)

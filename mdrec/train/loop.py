@@ -30,14 +30,29 @@ class LossOf(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.model.loss(batch)
+    def forward(self, batch: Batch, pairs: "Pairs | None" = None) -> torch.Tensor:
+        loss = self.model.loss(batch)
+        if pairs is not None and len(pairs.preferred):
+            # BPR on (user, preferred, rejected): the pairwise synthetic mode's auxiliary term
+            margin = self.model(pairs.preferred) - self.model(pairs.rejected)
+            loss = loss + pairs.weight * -torch.nn.functional.logsigmoid(margin).mean()
+        return loss
 
 
-def train_step(loss_of: torch.nn.Module, batch: Batch, optimizer: torch.optim.Optimizer) -> float:
+@dataclass
+class Pairs:
+    """Preference pairs for one step: the same users, contexts and times, two items each."""
+
+    preferred: Batch
+    rejected: Batch
+    weight: float
+
+
+def train_step(loss_of: torch.nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
+               pairs: Pairs | None = None) -> float:
     """One optimizer step; `loss_of` is a LossOf, or a DDP wrapper around one."""
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_of(batch)
+    loss = loss_of(batch) if pairs is None else loss_of(batch, pairs)
     loss.backward()
     optimizer.step()
     return float(loss.detach())

@@ -1,4 +1,5 @@
-"""The `train` stage: one Ray Train (TorchTrainer, DDP) run per (model, variant, protocol, seed).
+"""The `train` stage: one Ray Train (TorchTrainer, DDP) run per (model, variant, protocol, seed);
+an augmented variant is trained once per synthetic mode (mdrec/train/synthetic, experiment.arms).
 
 Checkpoints of a run live under `<run-dir>/.train/<model>-<variant>-<protocol>-<fingerprint>/`,
 one per epoch, so a failed worker group or a re-submitted job goes on from the last epoch. When
@@ -17,7 +18,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 import ray.data
@@ -27,11 +27,12 @@ from mdrec import placement
 from mdrec.config import MdrecConfig, ModelSpec, Variant, training_of
 from mdrec.data.schema import Protocol, Source, Split
 from mdrec.errors import DataError
-from mdrec.experiment import RunKey, grid
+from mdrec.experiment import Arm, RunKey, arms, grid
 from mdrec.models import Dims, build_model
 from mdrec.storage import RunDir
 from mdrec.train.context import InteractionContext
 from mdrec.train.examples import Candidates
+from mdrec.train.synthetic import SyntheticMode, build_mode
 
 Log = Callable[[str], None]
 
@@ -50,7 +51,12 @@ class PreparedData:
     fingerprint: str
     domain_names: dict[int, str]  # domain_idx -> name, for per-domain validation
     variant: Variant = Variant.real
-    synthetic: pd.DataFrame | None = None  # augmented variants: the synthetic training rows (TRAIN_COLUMNS)
+    arm: str = Variant.real.value  # the variant under its mode, as the grid names it (raw, raw+context, ...)
+    mode: SyntheticMode | None = None  # augmented variants: how the synthetic rows are used
+    synthetic: pd.DataFrame | None = None  # synthetic rows in the loss (DATASET_COLUMNS); None when the mode keeps them out
+    pairs: pd.DataFrame | None = None  # pairwise mode: (user, preferred, rejected) rows (PAIR_COLUMNS)
+    synthetic_rows: int = 0  # the variant's synthetic rows of this protocol, wherever the mode puts them
+    real_rows: int = 0  # real training rows of the protocol: how many batches the synthetic ones spread over
     synthetic_fingerprint: str | None = None
     valid_ref: object = None  # object-store copies, shared by every run of the protocol and variant
     context_ref: object = None
@@ -95,6 +101,7 @@ def read_shape(run_dir: RunDir) -> PreparedShape:
 
 TRAIN_COLUMNS = ["user_idx", "item_idx", "domain_idx", "ts", "weight"]
 DATASET_COLUMNS = [*TRAIN_COLUMNS, "source"]  # what the workers read: `source` is real or synthetic
+PAIR_COLUMNS = ["user_idx", "item_idx", "domain_idx", "ts", "rejected_idx"]  # rejected_idx -1: draw one
 
 
 def _train_rows(batch: pd.DataFrame, *, protocol: str, columns: list[str] = TRAIN_COLUMNS) -> pd.DataFrame:
@@ -105,23 +112,29 @@ def _train_rows(batch: pd.DataFrame, *, protocol: str, columns: list[str] = TRAI
 
 
 def load_context(run_dir: RunDir, protocol: Protocol, dims: Dims | None = None,
-                 variant: Variant = Variant.real) -> InteractionContext:
-    """Every training row of the protocol (and the variant's synthetic rows), as histories and a graph."""
+                 arm: Arm = Arm(Variant.real, None)) -> InteractionContext:
+    """Every training row of the protocol (and the arm's synthetic rows), as histories and a graph."""
     dims = dims or read_shape(run_dir).dims
     train = run_dir.stage("prepared").location.join("train")
     table = train.read_table(columns=["user_idx", "item_idx", "domain_idx", "ts", "held_out"]).to_pandas()
     rows = _train_rows(table, protocol=protocol.value, columns=TRAIN_COLUMNS[:4])
     real = InteractionContext.from_rows(dims.num_users, dims.num_items, dims.num_domains, rows["user_idx"],
                                         rows["item_idx"], rows["domain_idx"], rows["ts"])
-    return with_synthetic_context(run_dir, protocol, variant, real)
+    return with_synthetic_context(run_dir, protocol, arm, real)
 
 
-def with_synthetic_context(run_dir: RunDir, protocol: Protocol, variant: Variant,
+def mode_of(arm: Arm) -> SyntheticMode | None:
+    return None if arm.mode is None else build_mode(arm.mode.name, arm.mode.params)
+
+
+def with_synthetic_context(run_dir: RunDir, protocol: Protocol, arm: Arm,
                            real: InteractionContext) -> InteractionContext:
-    """The real context plus the variant's synthetic rows (the real one itself for `real`)."""
-    if variant is Variant.real:
+    """The context the arm's models read: the real one plus its synthetic rows when its mode puts
+    them there (the real one itself for `real`)."""
+    mode = mode_of(arm)
+    if mode is None or not mode.in_context:
         return real
-    synthetic, _ = synthetic_rows(run_dir, protocol, variant, real)
+    synthetic, _ = synthetic_rows(run_dir, protocol, arm.variant, real)
     return real.with_rows(synthetic["user_idx"], synthetic["item_idx"], synthetic["domain_idx"], synthetic["ts"])
 
 
@@ -139,24 +152,39 @@ def synthetic_rows(run_dir: RunDir, protocol: Protocol, variant: Variant,
         raise DataError(f"{stage.location.uri}: no {variant.value} synthetic interactions yet (run `mdrec {step}` first)")
     columns = ["user_idx", "item_idx", "domain_idx"]
     if stage.location.files():
-        table = stage.location.read_table(columns=[*columns, "protocol"], filter=pc.field("protocol") == protocol.value)
-        rows = table.select(columns).to_pandas()
+        table = stage.location.read_table(filter=pc.field("protocol") == protocol.value)
+        rows = table.select([c for c in [*columns, "rejected_item_idx"] if c in table.column_names]).to_pandas()
     else:
         rows = pd.DataFrame({c: np.array([], dtype=np.int64) for c in columns})
+    # The candidate the backend found least likely (pairwise mode's negative); -1 where it named none
+    # (or in rows written before the column existed).
+    rejected = rows["rejected_item_idx"] if "rejected_item_idx" in rows else pd.Series(-1, index=rows.index)
+    rows["rejected_item_idx"] = rejected.fillna(-1).astype(np.int64)
     rows["ts"] = real.next_ts(rows["user_idx"].to_numpy())
     return rows, record["fingerprint"]
 
 
-def with_variant(prepared: PreparedData, run_dir: RunDir, variant: Variant, weight: float) -> PreparedData:
-    """The protocol's data for a variant: real rows, plus synthetic ones in training and in the context."""
-    if variant is Variant.real:
+def with_variant(prepared: PreparedData, run_dir: RunDir, arm: Arm) -> PreparedData:
+    """The protocol's data for an arm: real rows, plus synthetic ones where its mode puts them
+    (the loss, with their weight; the context)."""
+    mode = mode_of(arm)
+    if mode is None:
         return prepared
-    rows, fp = synthetic_rows(run_dir, prepared.protocol, variant, prepared.context)
-    rows["weight"] = np.float32(weight)
-    rows["source"] = Source.synthetic.value
-    context = prepared.context.with_rows(rows["user_idx"], rows["item_idx"], rows["domain_idx"], rows["ts"])
-    return replace(prepared, variant=variant, synthetic=rows[DATASET_COLUMNS], synthetic_fingerprint=fp,
-                   context=context, valid_ref=None, context_ref=None)
+    rows, fp = synthetic_rows(run_dir, prepared.protocol, arm.variant, prepared.context)
+    weight = mode.loss_weight()
+    in_loss = None
+    if weight is not None:
+        in_loss = rows.assign(weight=np.float32(weight), source=Source.synthetic.value)[DATASET_COLUMNS]
+    pairs = None
+    if mode.pair_weight() is not None:
+        pairs = rows.rename(columns={"rejected_item_idx": "rejected_idx"})[PAIR_COLUMNS]
+    context = prepared.context
+    if mode.in_context:
+        context = context.with_rows(rows["user_idx"], rows["item_idx"], rows["domain_idx"], rows["ts"])
+    return replace(prepared, variant=arm.variant, arm=arm.name, mode=mode, synthetic=in_loss, pairs=pairs,
+                   synthetic_rows=len(rows),
+                   real_rows=len(prepared.context.items),
+                   synthetic_fingerprint=fp, context=context, valid_ref=None, context_ref=None)
 
 
 def load_prepared(run_dir: RunDir, protocol: Protocol) -> PreparedData:
@@ -182,9 +210,10 @@ def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec, key: 
                "train": training_of(cfg.train, spec).model_dump(mode="json", exclude={"models", "protocols", "seeds", "num_workers",
                                                                    "use_gpu", "resources_per_worker", "label_selector",
                                                                    "max_failures",
-                                                                   "torch_threads", "variants", "synthetic_weight"})}
-    if prepared.variant is not Variant.real:
-        payload["synthetic"] = {"from": prepared.synthetic_fingerprint, "weight": cfg.train.synthetic_weight}
+                                                                   "torch_threads", "variants", "synthetic"})}
+    if prepared.mode is not None:
+        # "spread": synthetic positives are mixed into every batch (before, they were the epoch's last batches)
+        payload["synthetic"] = {"from": prepared.synthetic_fingerprint, "order": "spread", **prepared.mode.fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -205,9 +234,14 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
     dataset = ray.data.read_parquet(prepared.train_path, filesystem=prepared.fs).map_batches(
         _train_rows, batch_format="pandas", fn_kwargs=dict(protocol=key.protocol.value, columns=DATASET_COLUMNS)
     )
+    # Synthetic positives travel beside the dataset, not in it: a block after the real rows would
+    # make them the last batches of every epoch. Each worker spreads its share over its batches.
+    synthetic = None
     if prepared.synthetic is not None and len(prepared.synthetic):
-        # Synthetic positives are few next to the real rows: one more block, their weight set.
-        dataset = dataset.union(ray.data.from_arrow(pa.Table.from_pandas(prepared.synthetic, preserve_index=False)))
+        synthetic = ray.put({c: prepared.synthetic[c].to_numpy() for c in DATASET_COLUMNS})
+    pairs = None
+    if prepared.pairs is not None and len(prepared.pairs):
+        pairs = ray.put({c: prepared.pairs[c].to_numpy() for c in PAIR_COLUMNS})
     valid_ref, context_ref = prepared.shared()
     storage = run_dir.location.join(".train")
     run_name = f"{key.model}-{key.variant}-{key.protocol.value}-{fp[:16]}"
@@ -225,6 +259,13 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
             "domain_names": prepared.domain_names,
             "valid": valid_ref,
             "context": context_ref,
+            "synthetic": synthetic,
+            "pairs": pairs,
+            "pair_weight": None if prepared.mode is None else prepared.mode.pair_weight(),
+            "pair_share": None if prepared.mode is None else prepared.mode.pair_share(),
+            "real_rows": prepared.real_rows,
+            # pretrain: synthetic positives leave the loss after this many epochs (None: never)
+            "synthetic_epochs": None if prepared.mode is None else prepared.mode.loss_epochs(),
         },
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker=dict(t.resources_per_worker),
@@ -256,8 +297,9 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
         "protocol": key.protocol.value,
         "seed": key.seed,
         "params": spec.params,
-        "synthetic_rows": 0 if prepared.synthetic is None else len(prepared.synthetic),
-        "synthetic_weight": None if prepared.synthetic is None else cfg.train.synthetic_weight,
+        "synthetic_rows": prepared.synthetic_rows,
+        "synthetic_mode": None if prepared.mode is None else prepared.mode.name,
+        "synthetic_weight": None if prepared.mode is None else prepared.mode.loss_weight(),
         "best_epoch": best["epoch"],
         "early_stopping_metric": t.early_stopping.metric,
         "best_value": best["value"],
@@ -289,8 +331,8 @@ def run_train(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Lo
     results: dict[RunKey, dict] = {}
     for protocol in cfg.train.protocols:
         real = load_prepared(run_dir, protocol)
-        for variant in cfg.train.variants:
-            prepared = with_variant(real, run_dir, variant, cfg.train.synthetic_weight)
-            for key in (k for k in grid(cfg) if k.protocol == protocol and k.variant == variant.value):
+        for arm in arms(cfg):
+            prepared = with_variant(real, run_dir, arm)
+            for key in (k for k in grid(cfg) if k.protocol == protocol and k.variant == arm.name):
                 results[key] = train_model(cfg, run_dir, prepared, specs[key.model], key, force=force, log=log)
     return results

@@ -7,6 +7,7 @@ history, best weights), so a restarted worker group continues where the last one
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -19,8 +20,9 @@ import torch
 from mdrec import faults
 from mdrec.evaluate import metrics
 from mdrec.models import build_model
-from mdrec.train.examples import with_sampled_negatives
-from mdrec.train.loop import LossOf, make_optimizer, score, train_step
+from mdrec.data.schema import Source
+from mdrec.train.examples import SyntheticSpread, pair_batches, synthetic_in_loss, with_sampled_negatives
+from mdrec.train.loop import LossOf, Pairs, make_optimizer, score, train_step
 
 STATE_FILE = "state.pt"
 
@@ -65,19 +67,35 @@ def train_loop(config: dict) -> None:
     valid = _resolve(config["valid"])
     stop_metric, patience = train_cfg["early_stopping"]["metric"], train_cfg["early_stopping"]["patience"]
     shard = ray.train.get_dataset_shard("train")
+    # This worker's share of the synthetic positives, and about how many batches its shard makes.
+    own_synthetic = _resolve(config.get("synthetic"))
+    if own_synthetic is not None:
+        own_synthetic = {k: v[rank::world] for k, v in own_synthetic.items()}
+    expected_batches = max(1, math.ceil(config.get("real_rows", 0) / world / train_cfg["batch_size"]))
+    own_pairs = _resolve(config.get("pairs"))
+    if own_pairs is not None:
+        own_pairs = {k: v[rank::world] for k, v in own_pairs.items()}
 
     for epoch in range(start, train_cfg["epochs"]):
         rng = np.random.default_rng([config["seed"], epoch, rank])
         wrapped.train()
-        started, total, seen, synthetic = time.perf_counter(), 0.0, 0, 0
-        for b in shard.iter_batches(batch_size=train_cfg["batch_size"], batch_format="numpy"):
-            synthetic += int(np.count_nonzero(b["source"] == "synthetic"))
+        started, total, seen, synthetic, pairs_used = time.perf_counter(), 0.0, 0, 0, 0
+        spread = SyntheticSpread(own_synthetic, expected_batches, rng) if synthetic_in_loss(
+            epoch, config.get("synthetic_epochs")) else SyntheticSpread.none()
+        pair_parts = SyntheticSpread(own_pairs, expected_batches, rng).parts
+        batches = shard.iter_batches(batch_size=train_cfg["batch_size"], batch_format="numpy")
+        for step, b in enumerate(spread.mixed(batches)):
+            synthetic += int(np.count_nonzero(b["source"] == Source.synthetic.value))
             examples = with_sampled_negatives(
                 b["user_idx"], b["item_idx"], b["domain_idx"], b["ts"], b["weight"],
                 config["item_ranges"], train_cfg["negatives_per_positive"], rng,
             )
+            drawn = pair_batches(pair_parts[step] if step < len(pair_parts) else None, len(b["user_idx"]),
+                                 config.get("pair_share") or 0.0, config["item_ranges"], rng)
+            step_pairs = None if drawn is None else Pairs(*drawn, config["pair_weight"])
+            pairs_used += 0 if drawn is None else len(drawn[0])
             for batch in examples.batches(len(examples), rng):
-                total += train_step(wrapped, batch, optimizer) * len(batch)
+                total += train_step(wrapped, batch, optimizer, step_pairs) * len(batch)
                 seen += len(batch)
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
@@ -88,6 +106,7 @@ def train_loop(config: dict) -> None:
         if value > best["value"]:
             best = {"value": value, "epoch": epoch, "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         record = {"epoch": epoch, "loss": total / max(seen, 1), "examples": seen, "synthetic_positives": synthetic,
+                  "synthetic_pairs": pairs_used,
                   "train_seconds": train_seconds,
                   "eval_seconds": eval_seconds, **{f"valid_{k}": v for k, v in summary.items()}}
         # Per domain too: the cold domain's validation is what augmentation is tuned on, and the

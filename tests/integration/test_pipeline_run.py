@@ -30,7 +30,7 @@ def pipeline_config() -> dict:
                        "budget": {"per_user": 3, "ratio": 0.6}}
     cfg["filter"] = {"steps": STEPS, "tasks": 3}
     cfg["train"] = {"models": [{"name": "star"}], "protocols": ["cold_start"], "variants": ["real", "raw", "filtered"],
-                    "synthetic_weight": 0.5, "epochs": 2, "batch_size": 256, "resources_per_worker": {"CPU": 0.5},
+                    "synthetic": {"modes": [{"name": "label", "params": {"weight": 0.5}}]}, "epochs": 2, "batch_size": 256, "resources_per_worker": {"CPU": 0.5},
                     "early_stopping": {"metric": "ndcg@10", "patience": 2}}
     cfg["evaluate"] = {"num_actors": 1}
     return cfg

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -131,3 +133,33 @@ def test_a_models_own_training_settings_go_over_trains(tmp_path):
     assert (star.lr, star.epochs, star.weight_decay) == (0.01, 5, 0.1)
     assert (sasrec.lr, sasrec.epochs, sasrec.weight_decay) == (0.002, 3, 0.1)
     assert cfg.train.lr == 0.002  # train's own settings are untouched
+
+
+def test_synthetic_modes_name_the_grid_arms(tmp_path):
+    from mdrec.experiment import arms, grid
+
+    cfg = load_config(write(tmp_path, {"data": {"source": {"type": "world"}}, "train": {
+        "variants": ["real", "raw", "filtered"], "protocols": ["cold_start"],
+        "synthetic": {"modes": [{"name": "label", "params": {"weight": 0.5}}, {"name": "context"},
+                                {"name": "pretrain", "params": {"epochs": 1}, "tag": "pre1"}]}}}))
+    assert [a.name for a in arms(cfg)] == ["real", "raw", "raw+context", "raw+pre1",
+                                           "filtered", "filtered+context", "filtered+pre1"]
+    assert {k.variant for k in grid(cfg)} == {a.name for a in arms(cfg)}  # real trains once, not per mode
+
+
+@pytest.mark.parametrize("synthetic, message", [
+    ({"modes": [{"name": "soft-labels"}]}, "unknown synthetic training mode 'soft-labels' (known: label, context, pretrain, pairwise)"),
+    ({"modes": [{"name": "label", "params": {"weight": 0}}]}, "mode 'label': params.weight"),
+    ({"modes": [{"name": "context", "params": {"weight": 1}}]}, "mode 'context': params.weight: Extra inputs"),
+    ({"modes": [{"name": "label"}, {"name": "label", "params": {"weight": 2}}]}, "appears twice: give each a distinct tag"),
+    ({"modes": []}, "train.synthetic.modes"),
+])
+def test_bad_synthetic_modes_are_one_line_errors(tmp_path, synthetic, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, {"data": {"source": {"type": "world"}}, "train": {"synthetic": synthetic}}))
+
+
+def test_the_old_synthetic_weight_says_where_it_went(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("synthetic_weight moved: write synthetic: {modes: [{name: label, "
+                                                    "params: {weight: 0.5}}]}")):
+        load_config(write(tmp_path, {"data": {"source": {"type": "world"}}, "train": {"synthetic_weight": 0.5}}))

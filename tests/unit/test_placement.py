@@ -89,7 +89,7 @@ def test_where_work_runs_does_not_change_what_it_writes(tmp_path):
     moved = config(tmp_path, "generate.backend.label_selector={mdrec-node: gpu}", "ray.cpu_label_selector={}",
                    "train.label_selector={mdrec-node: gpu}")
     assert generate_fingerprint(cfg, "p") == generate_fingerprint(moved, "p")
-    prepared = SimpleNamespace(fingerprint="p", variant=Variant.real)
+    prepared = SimpleNamespace(fingerprint="p", variant=Variant.real, mode=None)
     key = RunKey("star", "real", Protocol.warm, 0)
     spec = cfg.train.models[0]
     assert train_fingerprint(prepared, cfg, spec, key) == train_fingerprint(prepared, moved, spec, key)

@@ -1,0 +1,188 @@
+"""Training modes for synthetic rows (mdrec/train/synthetic): where each puts the rows, that each
+trains every model it claims, and that under `context` a synthetic item is never a target."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from mdrec.config import SyntheticModeSpec, Variant, config_from_dict
+from mdrec.data.schema import Protocol, Source
+from mdrec.experiment import Arm
+from mdrec.models import build_model
+from mdrec.prepare.stage import run_prepare
+from mdrec.storage import RunDir
+from mdrec.train.examples import SyntheticSpread, pair_batches, synthetic_in_loss, with_sampled_negatives
+from mdrec.train.loop import LossOf, Pairs, make_optimizer, train_step
+from mdrec.train.stage import load_prepared, with_variant
+from mdrec.train.synthetic import MODES
+from tests.conftest import run_cli
+from tests.integration.conftest import world_config, write_config
+from tests.tiny_models import TINY
+
+PER_USER = 3
+FAMILIES = ["star", "sasrec", "lightgcn", "emcdr"]  # the families every mode claims (README "Training modes")
+
+
+def modes_config(modes: list[dict], models=("sasrec",), epochs=2) -> dict:
+    cfg = world_config(users=400, cold_start={"fraction": 0.4})
+    cfg["train"] = {"models": [{"name": m, "params": TINY[m]} for m in models], "protocols": ["cold_start"],
+                    "variants": ["real", "raw"], "synthetic": {"modes": modes}, "epochs": epochs, "batch_size": 512,
+                    "lr": 0.005, "resources_per_worker": {"CPU": 0.5},
+                    "early_stopping": {"metric": "ndcg@10", "patience": epochs}}
+    cfg["evaluate"] = {"num_actors": 1}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def modes_run(ray_session, tmp_path_factory):
+    """A prepared run with hand-written synthetic rows: for every cold-start held-out user, the
+    cold domain's first three items (a generator's output, without spending a generator here)."""
+    run_dir = tmp_path_factory.mktemp("modes") / "run"
+    run_prepare(config_from_dict(modes_config([{"name": "label"}])), RunDir(str(run_dir)))
+    prepared = RunDir(str(run_dir)).stage("prepared").location
+    held = prepared.join("interactions").read_table(columns=["user_idx", "domain_idx"], filter=pc.field("held_out"))
+    pairs = sorted(set(zip(held["user_idx"].to_pylist(), held["domain_idx"].to_pylist())))
+    domains = prepared.join("domains.parquet").read_table().to_pandas().set_index("domain_idx")
+    users, items, targets = [], [], []
+    for user, domain in pairs:
+        start = int(domains.loc[domain, "item_idx_start"])
+        users += [user] * PER_USER
+        items += list(range(start, start + PER_USER))
+        targets += [domain] * PER_USER
+    table = pa.table({"user_idx": np.array(users, np.int64), "item_idx": np.array(items, np.int64),
+                      "domain_idx": np.array(targets, np.int64), "protocol": [Protocol.cold_start.value] * len(users)})
+    with RunDir(str(run_dir)).stage("synthetic/raw").writing("hand-written") as out:
+        out.join("part-0.parquet").write_table(table)
+    return run_dir, len(users)
+
+
+def arm(name: str, **params) -> Arm:
+    return Arm(Variant.raw, SyntheticModeSpec(name=name, params=params))
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_each_mode_puts_the_rows_where_it_says(modes_run, mode):
+    run_dir, n = modes_run
+    real = load_prepared(RunDir(str(run_dir)), Protocol.cold_start)
+    data = with_variant(real, RunDir(str(run_dir)), arm(mode))
+    assert data.arm == ("raw" if mode == "label" else f"raw+{mode}") and data.synthetic_rows == n
+    # Every mode so far reads the rows as context: n more rows than real, the synthetic items among them.
+    assert len(data.context.items) == len(real.context.items) + n
+    if mode in ("context", "pairwise"):
+        assert data.synthetic is None  # no positives for the loss
+        assert (data.pairs is not None) == (mode == "pairwise")
+    else:
+        assert len(data.synthetic) == n and (data.synthetic["source"] == Source.synthetic.value).all()
+        assert (data.synthetic["weight"] == 1.0).all()
+
+
+def test_pretrain_keeps_synthetic_positives_for_its_epochs_only():
+    assert synthetic_in_loss(0, 1) and not synthetic_in_loss(1, 1) and synthetic_in_loss(7, None)
+
+
+def test_synthetic_positives_are_spread_over_the_batches_not_appended():
+    real = [{"user_idx": np.arange(i * 10, i * 10 + 10), "source": np.array(["real"] * 10, dtype=object)}
+            for i in range(4)]
+    synthetic = {"user_idx": np.arange(100, 108), "source": np.array(["synthetic"] * 8, dtype=object)}
+    mixed = list(SyntheticSpread(synthetic, 4, np.random.default_rng(0)).mixed(iter(real)))
+    assert len(mixed) == 4  # no batch of its own
+    assert [int((b["source"] == "synthetic").sum()) for b in mixed] == [2, 2, 2, 2]
+    seen = np.concatenate([b["user_idx"] for b in mixed])
+    assert sorted(seen.tolist()) == list(range(40)) + list(range(100, 108))  # every row exactly once
+    # A shard with fewer batches than expected: what is left trains as batches of their own.
+    short = list(SyntheticSpread(synthetic, 4, np.random.default_rng(0)).mixed(iter(real[:1])))
+    assert len(short) == 4 and sum(len(b["user_idx"]) for b in short) == 18
+    assert list(SyntheticSpread.none().mixed(iter(real))) == real
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_mode_trains_every_family(modes_run, family, mode):
+    """The rows a worker would train on, epoch by epoch, through the shared loss, with the arm's context."""
+    run_dir, _ = modes_run
+    real = load_prepared(RunDir(str(run_dir)), Protocol.cold_start)
+    data = with_variant(real, RunDir(str(run_dir)), arm(mode, **({"epochs": 1} if mode == "pretrain" else {})))
+    train = RunDir(str(run_dir)).stage("prepared").location.join("train").read_table(
+        columns=["user_idx", "item_idx", "domain_idx", "ts", "held_out"]).to_pandas()
+    rows = train[~train["held_out"]].assign(weight=np.float32(1.0), source=Source.real.value).drop(columns="held_out")
+    real_rows = {c: rows[c].to_numpy() for c in rows.columns}
+    synthetic = None if data.synthetic is None else {c: data.synthetic[c].to_numpy() for c in data.synthetic.columns}
+    pairs = None if data.pairs is None else {c: data.pairs[c].to_numpy() for c in data.pairs.columns}
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    model = build_model(family, TINY[family], real.dims, data.context)
+    loss_of, optimizer = LossOf(model), make_optimizer(model, 5e-3)
+
+    def margin() -> float:  # how much the model prefers each pair's preferred item to its rejected one
+        drawn = pair_batches(pairs, len(pairs["user_idx"]), 1.0, real.item_ranges, np.random.default_rng(1))
+        with torch.no_grad():
+            model.eval()
+            return float((model(drawn[0]) - model(drawn[1])).mean())
+
+    before = margin() if pairs is not None else None
+    losses, synthetic_seen, pairs_seen = [], [], []
+    for epoch in range(3):
+        model.train()
+        use = synthetic if synthetic_in_loss(epoch, data.mode.loss_epochs()) else None
+        total, seen, counted, paired = 0.0, 0, 0, 0
+        for step, b in enumerate(SyntheticSpread(use, 5, rng).mixed(iter(_chunks(real_rows, 5)))):
+            counted += int((b["source"] == Source.synthetic.value).sum())
+            examples = with_sampled_negatives(b["user_idx"], b["item_idx"], b["domain_idx"], b["ts"], b["weight"],
+                                              real.item_ranges, 2, rng)
+            drawn = pair_batches(pairs, len(b["user_idx"]), data.mode.pair_share() or 0.0, real.item_ranges, rng)
+            paired += 0 if drawn is None else len(drawn[0])
+            for batch in examples.batches(len(examples), rng):
+                total += train_step(loss_of, batch, optimizer, None if drawn is None else
+                                    Pairs(*drawn, data.mode.pair_weight())) * len(batch)
+                seen += len(batch)
+        losses.append(total / seen)
+        synthetic_seen.append(counted)
+        pairs_seen.append(paired)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    n = data.synthetic_rows
+    assert synthetic_seen == {"label": [n] * 3, "context": [0] * 3, "pretrain": [n, 0, 0], "pairwise": [0] * 3}[mode]
+    if mode == "pairwise":
+        # The cap holds (at most max_share pairs per real positive), and the BPR term moved the margins.
+        assert 0 < pairs_seen[0] <= int(len(real_rows["user_idx"]) * data.mode.pair_share()) + 5
+        assert margin() > before
+    else:
+        assert pairs_seen == [0] * 3
+
+
+def _chunks(rows: dict, parts: int) -> list[dict]:
+    return [{k: v[idx] for k, v in rows.items()} for idx in np.array_split(np.arange(len(rows["user_idx"])), parts)]
+
+
+def test_context_mode_never_trains_on_a_synthetic_item_and_names_its_arms(modes_run, tmp_path):
+    """Through `mdrec train`: the worker counts every synthetic positive it trains on (a row with
+    source = synthetic in its batches); under context that count is zero in every epoch, under
+    pretrain it is all of them in the first epoch and none after. Evaluate and report name the arms."""
+    run_dir, n = modes_run
+    config = write_config(tmp_path / "modes.yaml", modes_config(
+        [{"name": "context"}, {"name": "pretrain", "params": {"epochs": 1}}]))
+    for args in (("train", config, "--run-dir", str(run_dir)), ("evaluate", config, "--run-dir", str(run_dir)),
+                 ("report", str(run_dir))):
+        code, out, err = run_cli(*args)
+        assert code == 0, err
+
+    def history(variant):
+        folder = run_dir / "models" / "sasrec" / variant / "cold_start" / "seed-0"
+        return json.loads((folder / "metrics.json").read_text())
+
+    context, pretrain = history("raw+context"), history("raw+pretrain")
+    assert context["synthetic_mode"] == "context" and context["synthetic_rows"] == n
+    assert [h["synthetic_positives"] for h in context["history"]] == [0, 0]
+    assert [h["synthetic_positives"] for h in pretrain["history"]] == [n, 0]
+    # The synthetic items shaped the context model: it is not the real-only model.
+    assert context["history"][-1]["loss"] != history("real")["history"][-1]["loss"] or \
+        context["best_value"] != history("real")["best_value"]
+    comparison = pd.read_csv(run_dir / "report" / "comparison.csv")
+    assert set(comparison["variant"]) == {"raw+context", "raw+pretrain"}
+    assert "raw+context" in (run_dir / "report" / "report.md").read_text()
