@@ -155,6 +155,7 @@ def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: b
     rows only, + synthetic/raw, + synthetic/filtered) under each synthetic mode
     (train.synthetic.modes: label = weighted positives, the run `raw`; context = read, never
     predicted, `raw+context`; pretrain = positives for the first epochs, `raw+pretrain`;
+    pairwise = a BPR term on (picked, rejected) pairs, `raw+pairwise`;
     synthetic rows never enter validation) and seed (train.seeds), with
     train.num_workers workers (DDP), a checkpoint per epoch under <run-dir>/.train/, early
     stopping on a validation metric, and resume from the last checkpoint after a failure or a

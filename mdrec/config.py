@@ -302,7 +302,8 @@ class SyntheticModeSpec(StrictModel):
     """One way to train on synthetic rows (a mode of mdrec/train/synthetic and its parameters)."""
 
     name: str = Field("label", description="Registered training mode: label (weighted positives), context "
-                      "(read, never predicted), pretrain (positives for the first epochs, then real only).")
+                      "(read, never predicted), pretrain (positives for the first epochs, then real only), pairwise (a BPR "
+                      "term on the backend's picked and rejected items).")
     params: dict[str, Any] = Field(default_factory=dict, description="The mode's parameters; unknown ones are rejected.")
     tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="This arm's name in the grid and the "
                             "report (default: the mode's name); needed when one mode appears twice.")
@@ -375,7 +376,7 @@ class TrainConfig(StrictModel):
     )
     synthetic: SyntheticTrainingConfig = Field(
         default_factory=SyntheticTrainingConfig,
-        description="How augmented variants use their synthetic rows (modes: label, context, pretrain).")
+        description="How augmented variants use their synthetic rows (modes: label, context, pretrain, pairwise).")
     epochs: int = Field(10, gt=0, description="Maximum number of epochs.")
     batch_size: int = Field(1024, gt=0, description="Positives per batch on each worker (negatives are added).")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
