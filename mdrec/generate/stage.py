@@ -260,7 +260,8 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     source = cfg.data.source
     truth = quality.load_truth(loc, targets, source if isinstance(source, WorldSourceConfig) else None, cfg.seed) \
         if Protocol.cold_start in protocols else quality.GroundTruth({})
-    writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, log, truth)
+    writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, log, truth,
+                          prior=getattr(g.backend, "popularity_prior", 0.0))
     for shard in range(plan.num_shards):
         if shard not in done and shard not in expected:
             writer.write(shard, [])  # no selected user hashed here: an empty shard, still 'done'
@@ -273,8 +274,7 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
         built = build_backend(BackendInputs(cfg, histories, plan.embeddings, len(items), ranges, len(domains),
                                             protocols, targets, log, prepared=loc, items=items))
         model_name, details = built.model_name, built.details
-        writer.model = model_name
-        writer.prior = getattr(g.backend, "popularity_prior", 0.0)
+        writer.model = model_name  # known once the backend is built
         # The backend's work needs its own selector: the CPU stages' one, which the contexts
         # carry, would otherwise reach the backend's actors too.
         writer.stream(built.apply(placement.on_nodes(contexts, placement.backend_selector(cfg))), expected)
@@ -350,12 +350,12 @@ class _ShardWriter:
     """Collects streamed results per shard and writes each shard once all its contexts are back."""
 
     def __init__(self, store: ShardStore, plan: ContextPlan, per_user: int, backend: str, items: pd.DataFrame,
-                 log: Log, truth: quality.GroundTruth):
+                 log: Log, truth: quality.GroundTruth, prior: float = 0.0):
         self.store, self.plan, self.per_user, self.backend, self.log = store, plan, per_user, backend, log
         self.truth = truth
         self.item_ids = items["item_id"].to_numpy(object)
         self.model = ""
-        self.prior = 0.0  # the backend's popularity_prior, where it has one
+        self.prior = prior  # the backend's popularity_prior, where it has one
         self.buffers: dict[int, dict[int, dict]] = defaultdict(dict)
         self.partials: dict[int, dict[int, dict]] = {}
         self.written = 0
