@@ -33,9 +33,11 @@ class LossOf(torch.nn.Module):
     def forward(self, batch: Batch, pairs: "Pairs | None" = None) -> torch.Tensor:
         loss = self.model.loss(batch)
         if pairs is not None and len(pairs.preferred):
-            # BPR on (user, preferred, rejected): the pairwise synthetic mode's auxiliary term
+            # BPR on (user, preferred, rejected): the pairwise synthetic mode's auxiliary term. Summed
+            # over the pairs and divided by the step's examples, so a pair weighs `weight` real
+            # examples (a mean over the few pairs of a step made each weigh hundreds of them).
             margin = self.model(pairs.preferred) - self.model(pairs.rejected)
-            loss = loss + pairs.weight * -torch.nn.functional.logsigmoid(margin).mean()
+            loss = loss + pairs.weight * -torch.nn.functional.logsigmoid(margin).sum() / len(batch)
         return loss
 
 

@@ -186,3 +186,24 @@ def test_context_mode_never_trains_on_a_synthetic_item_and_names_its_arms(modes_
     comparison = pd.read_csv(run_dir / "report" / "comparison.csv")
     assert set(comparison["variant"]) == {"raw+context", "raw+pretrain"}
     assert "raw+context" in (run_dir / "report" / "report.md").read_text()
+
+
+def test_a_pair_weighs_weight_real_examples_whatever_the_step_size():
+    """The BPR term is summed over the pairs and divided by the step's examples: one pair counts as
+    much as `weight` real examples, so a step with few pairs does not blow them up."""
+    from mdrec.models import Batch, Dims
+
+    torch.manual_seed(0)
+    model = build_model("star", TINY["star"], Dims(10, 20, 2))
+    n = 64
+    batch = Batch(user=torch.randint(0, 10, (n,)), item=torch.randint(0, 10, (n,)), domain=torch.zeros(n, dtype=torch.long),
+                  label=torch.ones(n), weight=torch.ones(n))
+    preferred = Batch(user=torch.tensor([1, 2]), item=torch.tensor([3, 4]), domain=torch.zeros(2, dtype=torch.long))
+    rejected = Batch(user=torch.tensor([1, 2]), item=torch.tensor([5, 6]), domain=torch.zeros(2, dtype=torch.long))
+    model.eval()  # no dropout: the same logits in every call
+    with torch.no_grad():
+        base = LossOf(model)(batch)
+        with_pairs = LossOf(model)(batch, Pairs(preferred, rejected, 2.0))
+        margin = model(preferred) - model(rejected)
+    expected = 2.0 * float(-torch.nn.functional.logsigmoid(margin).sum()) / n
+    assert float(with_pairs - base) == pytest.approx(expected, rel=1e-5)

@@ -16,7 +16,8 @@ from mdrec.train.synthetic.base import ModeParams, SyntheticMode
 
 
 class PairwiseParams(ModeParams):
-    weight: float = Field(0.1, gt=0, le=10, description="Weight of the BPR term next to the real rows' loss.")
+    weight: float = Field(1.0, gt=0, le=10, description="Weight of one pair's BPR term against one real example's "
+                          "loss (the term is summed over the pairs and divided by the step's examples).")
     max_share: float = Field(0.1, gt=0, le=1, description="At most this many pairs per real positive in a batch.")
 
 
