@@ -150,16 +150,14 @@ def synthetic_rows(run_dir: RunDir, protocol: Protocol, variant: Variant,
     if record is None:
         step = "generate" if variant is Variant.raw else "filter"
         raise DataError(f"{stage.location.uri}: no {variant.value} synthetic interactions yet (run `mdrec {step}` first)")
-    columns = ["user_idx", "item_idx", "domain_idx"]
+    # rejected_item_idx: the candidate the backend found least likely (pairwise mode's negative)
+    columns = ["user_idx", "item_idx", "domain_idx", "rejected_item_idx"]
     if stage.location.files():
-        table = stage.location.read_table(filter=pc.field("protocol") == protocol.value)
-        rows = table.select([c for c in [*columns, "rejected_item_idx"] if c in table.column_names]).to_pandas()
+        table = stage.location.read_table(columns=[*columns, "protocol"], filter=pc.field("protocol") == protocol.value)
+        rows = table.select(columns).to_pandas()
     else:
         rows = pd.DataFrame({c: np.array([], dtype=np.int64) for c in columns})
-    # The candidate the backend found least likely (pairwise mode's negative); -1 where it named none
-    # (or in rows written before the column existed).
-    rejected = rows["rejected_item_idx"] if "rejected_item_idx" in rows else pd.Series(-1, index=rows.index)
-    rows["rejected_item_idx"] = rejected.fillna(-1).astype(np.int64)
+    rows["rejected_item_idx"] = rows["rejected_item_idx"].fillna(-1).astype(np.int64)  # null: the backend named none
     rows["ts"] = real.next_ts(rows["user_idx"].to_numpy())
     return rows, record["fingerprint"]
 

@@ -57,7 +57,9 @@ def modes_run(ray_session, tmp_path_factory):
         items += list(range(start, start + PER_USER))
         targets += [domain] * PER_USER
     table = pa.table({"user_idx": np.array(users, np.int64), "item_idx": np.array(items, np.int64),
-                      "domain_idx": np.array(targets, np.int64), "protocol": [Protocol.cold_start.value] * len(users)})
+                      "domain_idx": np.array(targets, np.int64), "protocol": [Protocol.cold_start.value] * len(users),
+                      # as the generator writes it where a backend names no rejected candidate (the oracle)
+                      "rejected_item_idx": pa.nulls(len(users), pa.int64())})
     with RunDir(str(run_dir)).stage("synthetic/raw").writing("hand-written") as out:
         out.join("part-0.parquet").write_table(table)
     return run_dir, len(users)
