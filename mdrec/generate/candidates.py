@@ -1,8 +1,9 @@
 """Candidate retrieval: the target-domain items a backend may choose from, per user.
 
 A user's candidates are `popular` items drawn (seeded, weighted by count) from the domain's
-`popular_pool` most popular items, and the rest the items whose title embedding is closest to
-the mean embedding of the user's history. Items the user already has are never candidates, and
+`popular_pool` most popular items, then up to `cooccurring` items with the most cross-domain
+co-occurrence votes from the user's source items (see `cooccurrence.py`), and the rest the items
+whose title embedding is closest to the mean embedding of the user's history. Items the user already has are never candidates, and
 only titled items are (no backend can judge an item it cannot describe). The final order is
 shuffled with the user's seed, so a position in the list says nothing about how it was found.
 Everything is a function of (seed, protocol, user, target domain): reruns and resumes agree.
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+import scipy.sparse as sp
 
 from mdrec.config import CandidatesConfig
 
@@ -25,6 +28,8 @@ class TargetCatalog:
     items: np.ndarray  # titled items of the domain, item_idx, ascending
     popularity: np.ndarray  # training interactions of each of `items` under the protocol
     embeddings: np.ndarray | None  # (len(items), dim) unit vectors, or None without an encoder
+    # (num_items, len(items)) votes of each source item for each of `items`, or None when unused
+    cooccurrence: sp.csr_matrix | None = None
 
     def __post_init__(self):
         self.pool: np.ndarray = np.empty(0, dtype=np.int64)
@@ -44,8 +49,11 @@ def user_rng(seed: int, protocol_idx: int, user_idx: int, target_idx: int, purpo
 
 
 def retrieve(catalog: TargetCatalog, query: np.ndarray | None, seen: list[np.ndarray], users: np.ndarray,
-             cfg: CandidatesConfig, seed: int, protocol_idx: int) -> list[np.ndarray]:
-    """Candidate item indices (into `catalog.items` positions -> item_idx) for each user."""
+             cfg: CandidatesConfig, seed: int, protocol_idx: int,
+             votes: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Candidate item indices (into `catalog.items` positions -> item_idx) for each user.
+
+    `votes`: each user's co-occurrence votes per catalog position (needed when cfg.cooccurring)."""
     n_items = len(catalog.items)
     similar_order = None
     if query is not None and catalog.embeddings is not None and cfg.size > cfg.popular:
@@ -67,6 +75,17 @@ def retrieve(catalog: TargetCatalog, query: np.ndarray | None, seen: list[np.nda
                 rng = user_rng(seed, protocol_idx, int(user), catalog.domain_idx, 0)
                 chosen.extend(rng.choice(catalog.pool, size=take, replace=False, p=p / p.sum()).tolist())
         taken = set(chosen)
+        if cfg.cooccurring and votes is not None:
+            # Most votes first, then the more popular, then the lower index: reproducible.
+            voted = np.flatnonzero((votes[i] > 0) & ~blocked)
+            voted = voted[np.lexsort((catalog.items[voted], -catalog.popularity[voted], -votes[i][voted]))]
+            budget = len(chosen) + cfg.cooccurring
+            for pos in voted:
+                if len(chosen) >= min(budget, cfg.size):
+                    break
+                if int(pos) not in taken:
+                    chosen.append(int(pos))
+                    taken.add(int(pos))
         fill = similar_order[i] if similar_order is not None else by_popularity
         for pos in fill:
             if len(chosen) >= cfg.size:

@@ -16,6 +16,7 @@ import pyarrow as pa
 from mdrec.config import CandidatesConfig
 from mdrec.data.schema import Protocol
 from mdrec.generate.candidates import TargetCatalog, retrieve
+from mdrec.generate.cooccurrence import user_scores
 from mdrec.generate.histories import FlatHistories
 from mdrec.prepare.shards import stable_hash, unit_hash
 
@@ -121,6 +122,8 @@ CONTEXT_SCHEMA = pa.schema([
     ("history_domains", pa.list_(pa.string())), ("history_domain_idx", pa.list_(pa.int64())),
     ("candidates", pa.list_(pa.int64())), ("candidate_titles", pa.list_(pa.string())),
     ("candidate_popularity", pa.list_(pa.int64())),
+    # co-occurrence votes of the user's source items for each candidate (0s when the run needs none)
+    ("candidate_votes", pa.list_(pa.float64())),
 ])
 
 
@@ -188,12 +191,14 @@ def _append(cols, plan: ContextPlan, fh: FlatHistories, recent: np.ndarray, rows
     # Row ranges of each user in the flattened (time-ordered) arrays.
     starts = np.searchsorted(fh.parent, rows, side="left")
     ends = np.searchsorted(fh.parent, rows, side="right")
-    histories, seen = [], []
+    histories, seen, votes = [], [], None if catalog.cooccurrence is None else []
     for s, e in zip(starts, ends):
         keep = np.arange(s, e)[recent[s:e]]
         histories.append(keep)
-        in_target = np.arange(s, e)[fh.domains[s:e] == target]
-        seen.append(fh.items[in_target])
+        in_target = fh.domains[s:e] == target
+        seen.append(fh.items[s:e][in_target])
+        if votes is not None:  # the whole visible source history votes, not only the recent part
+            votes.append(user_scores(catalog.cooccurrence, fh.items[s:e][~in_target]))
     query = None
     if plan.embeddings is not None:
         query = np.stack([plan.embeddings[fh.items[h]].mean(axis=0) if len(h) else np.zeros(plan.embeddings.shape[1], np.float32)
@@ -202,7 +207,7 @@ def _append(cols, plan: ContextPlan, fh: FlatHistories, recent: np.ndarray, rows
         query = query / np.where(norms > 0, norms, 1.0)
     users = fh.user_idx[rows]
     p_idx = protocol_index(protocol)
-    candidates = retrieve(catalog, query, seen, users, plan.candidates, plan.seed, p_idx)
+    candidates = retrieve(catalog, query, seen, users, plan.candidates, plan.seed, p_idx, votes)
     popularity = dict(zip(catalog.items.tolist(), catalog.popularity.tolist()))
     for i, user in enumerate(users):
         if not len(candidates[i]):
@@ -222,3 +227,5 @@ def _append(cols, plan: ContextPlan, fh: FlatHistories, recent: np.ndarray, rows
         cols["candidates"].append(candidates[i].tolist())
         cols["candidate_titles"].append([plan.titles[j] for j in candidates[i]])
         cols["candidate_popularity"].append([popularity[j] for j in candidates[i].tolist()])
+        cols["candidate_votes"].append(votes[i][np.searchsorted(catalog.items, candidates[i])].tolist()
+                                       if votes is not None else [0.0] * len(candidates[i]))

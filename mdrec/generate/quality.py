@@ -227,7 +227,8 @@ def summarize(tally: dict, domain_names: list[str], per_user: int, ranks_all: bo
     for measure in ("hit", f"ndcg@{RANKING_K}"):
         for row, adjusted in zip(rows, holm(np.array([r["vs_popularity"][measure]["p"] for r in rows]))):
             test = row["vs_popularity"][measure]
-            test["p"], test["p_holm"] = round(test["p"], 4), round(float(adjusted), 4)  # adjust unrounded p
+            # three significant digits, so a strong result reads 2.1e-06 and not 0.0; adjust the unrounded p
+            test["p"], test["p_holm"] = float(f"{test['p']:.3g}"), float(f"{float(adjusted):.3g}")
     note = None
     if not rows:
         note = ("not measured: no cold-start validation user got a context (quality needs the cold_start "

@@ -32,13 +32,15 @@ import ray
 import ray.data
 
 from mdrec import faults, placement
-from mdrec.config import LLMMode, MdrecConfig, Role, SemanticBackendConfig, VllmBackendConfig, WorldSourceConfig
+from mdrec.config import (CooccurrenceBackendConfig, LLMMode, MdrecConfig, Role, SemanticBackendConfig, VllmBackendConfig,
+                          WorldSourceConfig)
 from mdrec.data.schema import Protocol
 from mdrec.errors import ConfigError, DataError
 from mdrec.generate import quality
 from mdrec.generate.backends import BackendInputs, build_backend
 from mdrec.generate.backends.base import ranking, with_popularity_prior
 from mdrec.generate.candidates import TargetCatalog
+from mdrec.generate.cooccurrence import cooccurrence_matrix, visible_rows
 from mdrec.generate.contexts import (ContextPlan, SelectionRule, build_contexts, selection_histograms,
                                      threshold_for)
 from mdrec.generate.histories import build_histories
@@ -83,8 +85,13 @@ def resolve_targets(cfg: MdrecConfig, domains: pd.DataFrame) -> list[int]:
 
 
 def needs_encoder(cfg: MdrecConfig) -> bool:
-    return cfg.generate.candidates.size > cfg.generate.candidates.popular or isinstance(
-        cfg.generate.backend, SemanticBackendConfig)
+    c = cfg.generate.candidates
+    return c.size > c.popular + c.cooccurring or isinstance(cfg.generate.backend, SemanticBackendConfig)
+
+
+def needs_votes(cfg: MdrecConfig) -> bool:
+    """Co-occurrence votes: for the candidates' co-occurring slots or the backend that ranks by them."""
+    return cfg.generate.candidates.cooccurring > 0 or isinstance(cfg.generate.backend, CooccurrenceBackendConfig)
 
 
 def fingerprint(cfg: MdrecConfig, prepared_fp: str) -> str:
@@ -127,15 +134,19 @@ def _real_rows(counts: pd.DataFrame, protocols, targets, ranges) -> dict[tuple[s
     return {(p.value, t): int(_visible_counts(counts, p, n)[slice(*ranges[t])].sum()) for p in protocols for t in targets}
 
 
-def _catalogs(titled: np.ndarray, counts: pd.DataFrame, protocols, targets, ranges, embeddings, pool: int) -> dict:
+def _catalogs(titled: np.ndarray, counts: pd.DataFrame, protocols, targets, ranges, embeddings, pool: int,
+              train_rows: pd.DataFrame | None = None) -> dict:
+    """Each (protocol, target)'s candidate pool; with `train_rows`, its co-occurrence votes too."""
     catalogs = {}
     for protocol in protocols:
         per_item = _visible_counts(counts, protocol, len(titled))
+        visible = visible_rows(train_rows, protocol) if train_rows is not None else None
         for t in targets:
             start, end = ranges[t]
             idx = np.arange(start, end)[titled[start:end]]
+            votes = cooccurrence_matrix(visible, ranges[t], idx, len(titled)) if visible is not None else None
             catalogs[(protocol.value, t)] = TargetCatalog(
-                t, idx, per_item[idx], embeddings[idx] if embeddings is not None else None).with_pool(pool)
+                t, idx, per_item[idx], embeddings[idx] if embeddings is not None else None, votes).with_pool(pool)
     return catalogs
 
 
@@ -240,7 +251,9 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     if needs_encoder(cfg):
         needed = _needed_items(cfg, histories, ray.put(plan), targets, ranges, titled)
         plan.embeddings = _embeddings(cfg, run_dir, record["fingerprint"], items, needed, log)
-    plan.catalogs = _catalogs(titled, counts, protocols, targets, ranges, plan.embeddings, g.candidates.popular_pool)
+    train_rows = train.read_table(columns=["user_idx", "item_idx", "held_out"]).to_pandas() if needs_votes(cfg) else None
+    plan.catalogs = _catalogs(titled, counts, protocols, targets, ranges, plan.embeddings, g.candidates.popular_pool,
+                              train_rows)
     plan.num_shards = max(1, math.ceil(sum(b["selected_users"] for b in budget.values()) / g.users_per_shard))
     plan_ref = ray.put(plan)
 

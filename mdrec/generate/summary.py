@@ -21,7 +21,11 @@ def _versus(v: dict | None, rk: int) -> list[str]:
     if not v:
         return ["-", "-"]
     hit, ndcg = v["hit"], v[f"ndcg@{rk}"]
-    return [f"+{hit['wins']}/-{hit['losses']} (p {hit['p_holm']:.3f})", f"{ndcg['diff']:+.4f} (p {ndcg['p_holm']:.3f})"]
+    return [f"+{hit['wins']}/-{hit['losses']} (p {_p(hit['p_holm'])})", f"{ndcg['diff']:+.4f} (p {_p(ndcg['p_holm'])})"]
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def quality_table(q: dict | None) -> str:

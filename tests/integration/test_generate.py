@@ -18,6 +18,9 @@ from tests.conftest import run_cli
 from tests.integration.conftest import run_cli_until, world_config, write_config
 
 
+BACKENDS = ("popularity", "semantic", "translator", "cooccurrence")
+
+
 def generate_config(backend: str = "popularity", **generate) -> dict:
     cfg = world_config(users=600, cold_start={"fraction": 0.4})
     cfg["generate"] = {"backend": {"type": backend, "cpus_per_actor": 0.5, "batch_size": 32},
@@ -80,10 +83,12 @@ def check_output(run_dir, report: dict) -> pd.DataFrame:
 def backend_runs(prepared, tmp_path_factory):
     """Each non-LLM backend once, through the CLI; (run_dir, report, rows) by backend."""
     runs = {}
-    for backend in ("popularity", "semantic", "translator"):
+    for backend in BACKENDS:
         folder = tmp_path_factory.mktemp(backend)
         run_dir = fresh_run(prepared, folder)
-        config = write_config(folder / "c.yaml", generate_config(backend))
+        # the co-occurrence backend also fills half its candidates by votes
+        extra = {"candidates": {"size": 20, "popular": 5, "cooccurring": 10}} if backend == "cooccurrence" else {}
+        config = write_config(folder / "c.yaml", generate_config(backend, **extra))
         code, out, err = run_cli("generate", config, "--run-dir", str(run_dir))
         assert code == 0, err
         assert "within budget" in out and "Music" in out
@@ -93,7 +98,7 @@ def backend_runs(prepared, tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("backend", ["popularity", "semantic", "translator"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_writes_valid_rows_within_budget(backend_runs, backend):
     run_dir, report, rows = backend_runs[backend]
     assert report["backend"] == backend
@@ -187,7 +192,7 @@ def test_quality_reads_only_cold_start_validation_users(backend_runs, prepared):
     for (user, target), items in truth.items.items():  # every held-out target item, the case included
         mine = rows[(rows["user_idx"] == user) & (rows["domain_idx"] == target)]
         assert items == set(mine["item_idx"]) and mine["held_out"].all()
-    for backend in ("popularity", "semantic", "translator"):
+    for backend in BACKENDS:
         q = backend_runs[backend][1]["quality"]
         [row] = q["targets"]
         assert row["protocol"] == "cold_start" and row["target"] == "Music" and 0 < row["users"] <= len(users)
@@ -204,3 +209,29 @@ def test_scoring_backends_write_a_rejected_candidate_apart_from_the_picks(backen
     per_user = rows.groupby(["protocol", "user_idx"]).agg(picks=("item_idx", set), rejected=("rejected_item_idx", set))
     assert (per_user["rejected"].map(len) == 1).all()  # one least-likely candidate per context
     assert not any(r & p for r, p in zip(per_user["rejected"], per_user["picks"]))
+
+
+def test_cooccurrence_scores_are_the_votes_of_visible_training_rows(backend_runs, prepared):
+    """Recomputed here from the prepared rows, user by user: a vote is a training user (another one,
+    under cold_start never a held-out target row) who has one of the user's source items and the pick."""
+    import numpy as np
+
+    _, _, rows = backend_runs["cooccurrence"]
+    inter = pd.read_parquet(prepared / "prepared" / "interactions")
+    train = inter[inter["split"] == "train"]
+    target = int(rows["domain_idx"].iloc[0])
+    checked = 0
+    for protocol, group in rows.groupby("protocol"):
+        seen = train if protocol == "warm" else train[~train["held_out"]]
+        has = seen.groupby("user_idx")["item_idx"].agg(set)
+        source_of = seen[seen["domain_idx"] != target].groupby("user_idx")["item_idx"].agg(set)
+        target_of = seen[seen["domain_idx"] == target].groupby("user_idx")["item_idx"].agg(set)
+        for user, picks in list(group.groupby("user_idx"))[:15]:
+            mine = source_of.get(user, set())
+            for item, score in zip(picks["item_idx"], picks["score"]):
+                votes = sum(len(mine & source_of.get(v, set())) for v, t in target_of.items() if item in t)
+                assert score == pytest.approx(np.log1p(votes)), (protocol, user, item)
+                assert item not in has.get(user, set())
+                checked += 1
+    assert checked > 20
+    assert (rows["score"] > 0).any()  # the world's users share taste across domains: votes exist

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -169,3 +170,49 @@ def test_popularity_prior_moves_popular_candidates_up_by_its_weight():
     assert rejected == 13 and rejected not in chosen[:2]
     # A large one is the popularity ranking.
     assert with_popularity_prior(candidates, popularity, ranked, scores, 10.0, 2)[0] == [13, 11, 12, 10]
+
+
+# ----------------------------------------------------------------------------- co-occurrence
+
+
+def test_cooccurrence_counts_users_once_and_hides_held_out_rows_under_cold_start():
+    from mdrec.generate.cooccurrence import cooccurrence_matrix, user_scores, visible_rows
+
+    # Source items 0-4, target items 10-13 (13 untitled: not in the catalog).
+    train = pd.DataFrame({
+        "user_idx": [0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 3],
+        "item_idx": [0, 1, 10, 10, 0, 11, 13, 1, 12, 0, 10],
+        "held_out": [False, False, False, False, False, False, False, False, False, False, True],
+    })
+    catalog = np.array([10, 11, 12])
+    warm = cooccurrence_matrix(visible_rows(train, Protocol.warm), (10, 14), catalog, 14)
+    assert warm.shape == (14, 3)
+    # item 0 is held by users 0, 1, 3: user 0 twice buys 10 (one vote), user 3's 10 is visible under warm.
+    assert warm[0].toarray().ravel().tolist() == [2, 1, 0]
+    assert warm[1].toarray().ravel().tolist() == [1, 0, 1]
+    assert warm[10].nnz == 0  # target rows never vote
+    cold = cooccurrence_matrix(visible_rows(train, Protocol.cold_start), (10, 14), catalog, 14)
+    assert cold[0].toarray().ravel().tolist() == [1, 1, 0]  # user 3's held-out 10 is gone
+    # a user's votes: the sum over their distinct source items
+    assert user_scores(warm, np.array([0, 1, 1])).tolist() == [3, 1, 1]
+    assert user_scores(warm, np.array([], dtype=np.int64)).tolist() == [0, 0, 0]
+
+
+def test_cooccurring_slots_take_the_most_voted_unseen_items_then_similar_ones():
+    catalog = _catalog(True)
+    cfg = CandidatesConfig(size=8, popular=0, cooccurring=3)
+    votes = np.zeros(30)
+    votes[[3, 7, 11, 20]] = [5, 9, 2, 7]  # positions; item_idx = 100 + position
+    seen = [np.array([107])]  # the most voted item is already the user's
+    query = catalog.embeddings[[25]]
+    got = retrieve(catalog, query, seen, np.array([4]), cfg, seed=0, protocol_idx=0, votes=[votes])[0].tolist()
+    assert len(got) == 8 and 107 not in got
+    assert {120, 103, 111} <= set(got)  # the three best unseen by votes
+    assert 125 in got  # the rest by title similarity, the closest first
+    few = CandidatesConfig(size=8, popular=0, cooccurring=6)  # only 3 unseen voted items: similar ones fill in
+    assert len(retrieve(catalog, query, seen, np.array([4]), few, seed=0, protocol_idx=0, votes=[votes])[0]) == 8
+
+
+def test_candidate_slots_must_fit_the_list():
+    with pytest.raises(ValueError, match=r"popular \(5\) \+ cooccurring \(16\) must not exceed size \(20\)"):
+        CandidatesConfig(size=20, popular=5, cooccurring=16)

@@ -14,7 +14,7 @@ import ray.data
 
 from mdrec import placement
 from mdrec.data.schema import Protocol
-from mdrec.config import (MdrecConfig, OracleBackendConfig, PopularityBackendConfig, SemanticBackendConfig,
+from mdrec.config import (CooccurrenceBackendConfig, MdrecConfig, OracleBackendConfig, PopularityBackendConfig, SemanticBackendConfig,
                           TranslatorBackendConfig, VllmBackendConfig, WorldSourceConfig)
 from mdrec.storage import Location
 
@@ -61,6 +61,13 @@ def _popularity(backend: PopularityBackendConfig, inputs: BackendInputs) -> Buil
     from mdrec.generate.backends.popularity import PopularityScorer
 
     return BuiltBackend("popularity", actor_stage(backend, PopularityScorer, dict(per_user=inputs.cfg.generate.budget.per_user)), {})
+
+
+def _cooccurrence(backend: CooccurrenceBackendConfig, inputs: BackendInputs) -> BuiltBackend:
+    from mdrec.generate.backends.cooccurrence import CooccurrenceScorer
+
+    scorer = actor_stage(backend, CooccurrenceScorer, dict(per_user=inputs.cfg.generate.budget.per_user))
+    return BuiltBackend("cooccurrence", scorer, {})
 
 
 def _semantic(backend: SemanticBackendConfig, inputs: BackendInputs) -> BuiltBackend:
@@ -129,6 +136,7 @@ BUILDERS: dict[type, Callable[..., BuiltBackend]] = {
     PopularityBackendConfig: _popularity,
     SemanticBackendConfig: _semantic,
     TranslatorBackendConfig: _translator,
+    CooccurrenceBackendConfig: _cooccurrence,
     VllmBackendConfig: _vllm,
     OracleBackendConfig: _oracle,
 }
