@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from mdrec.data.schema import Protocol
 from mdrec.errors import ConfigError
+from mdrec.train.synthetic.denoise import DenoiseConfig  # beside its code, like the modes
 
 
 class StrictModel(BaseModel):
@@ -327,6 +328,10 @@ class SyntheticTrainingConfig(StrictModel):
         default_factory=lambda: [SyntheticModeSpec()], min_length=1,
         description="Modes to train every augmented variant with; `raw` under mode `label` is the run `raw`, "
         "under another mode `raw+<mode>` (or `raw+<tag>`).")
+    denoise: DenoiseConfig | None = Field(
+        None, description="Denoise synthetic positives while training, in every mode that puts them in the loss "
+        "(label, pretrain): {name: tce, max_rate, warmup_epochs} drops each batch's largest-loss ones (T-CE). Those "
+        "arms are named with +tce (raw+tce, raw+pretrain+tce). null: no denoising.")
 
     @field_validator("modes")
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mdrec.config import MdrecConfig, SyntheticModeSpec, Variant
+from mdrec.train.synthetic.denoise import DenoiseConfig
 from mdrec.data.schema import Protocol
 
 LABEL = "label"  # the mode whose arms carry the bare variant name (what `raw` meant before modes)
@@ -27,17 +28,26 @@ class Arm:
 
     variant: Variant
     mode: SyntheticModeSpec | None  # None for real
+    denoise: DenoiseConfig | None = None  # set only where the mode puts synthetic rows in the loss
 
     @property
     def name(self) -> str:
         if self.mode is None:
             return self.variant.value
-        return self.variant.value if self.mode.key == LABEL else f"{self.variant.value}+{self.mode.key}"
+        name = self.variant.value if self.mode.key == LABEL else f"{self.variant.value}+{self.mode.key}"
+        return name if self.denoise is None else f"{name}+{self.denoise.suffix}"
 
 
 def arms(cfg: MdrecConfig) -> list[Arm]:
     """real first, then each augmented variant under each mode, in config order."""
-    return [Arm(v, None) if v is Variant.real else Arm(v, mode)
+    from mdrec.train.synthetic import build_mode
+
+    def arm(variant: Variant, mode: SyntheticModeSpec) -> Arm:
+        denoise = cfg.train.synthetic.denoise
+        in_loss = build_mode(mode.name, mode.params).loss_weight() is not None
+        return Arm(variant, mode, denoise if in_loss else None)
+
+    return [Arm(v, None) if v is Variant.real else arm(v, mode)
             for v in cfg.train.variants for mode in ([None] if v is Variant.real else cfg.train.synthetic.modes)]
 
 

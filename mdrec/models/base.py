@@ -38,6 +38,7 @@ class Batch:
     ts: torch.Tensor | None = None  # int64 time of the example: sequential models read the history before it
     label: torch.Tensor | None = None  # float32, 1 positive / 0 negative
     weight: torch.Tensor | None = None  # float32 sample weight (synthetic rows may weigh less)
+    synthetic: torch.Tensor | None = None  # bool, a synthetic positive (denoising may drop it)
 
     def to(self, device: torch.device | str) -> "Batch":
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}

@@ -27,6 +27,7 @@ class Examples:
     ts: np.ndarray
     label: np.ndarray
     weight: np.ndarray
+    synthetic: np.ndarray | None = None  # bool: a synthetic positive (what denoising may drop)
 
     def __len__(self) -> int:
         return len(self.user)
@@ -42,6 +43,7 @@ class Examples:
                 ts=torch.from_numpy(self.ts[rows]),
                 label=torch.from_numpy(self.label[rows]),
                 weight=torch.from_numpy(self.weight[rows]),
+                synthetic=None if self.synthetic is None else torch.from_numpy(self.synthetic[rows]),
             )
 
 
@@ -54,8 +56,10 @@ def with_sampled_negatives(
     item_ranges: dict[int, tuple[int, int]],
     negatives_per_positive: int,
     rng: np.random.Generator,
+    synthetic: np.ndarray | None = None,
 ) -> Examples:
-    """Positives as given, plus uniform same-domain negatives for each (at the positive's time)."""
+    """Positives as given, plus uniform same-domain negatives for each (at the positive's time).
+    `synthetic` marks synthetic positives; their negatives are never marked."""
     k = negatives_per_positive
     lo = np.array([item_ranges[int(d)][0] for d in range(max(item_ranges) + 1)])
     hi = np.array([item_ranges[int(d)][1] for d in range(max(item_ranges) + 1)])
@@ -68,6 +72,7 @@ def with_sampled_negatives(
         ts=np.concatenate([ts, np.repeat(ts, k)]).astype(np.int64),
         label=np.concatenate([np.ones(len(user)), np.zeros(len(neg_item))]).astype(np.float32),
         weight=np.concatenate([weight, np.repeat(weight, k)]).astype(np.float32),
+        synthetic=None if synthetic is None else np.concatenate([synthetic, np.zeros(len(neg_item))]).astype(bool),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -10,6 +10,7 @@ import torch
 
 from mdrec.models.base import Batch, RecModel
 from mdrec.train.examples import Candidates, Examples
+from mdrec.train.synthetic.denoise import TruncatedLoss
 
 
 @dataclass
@@ -26,12 +27,19 @@ class LossOf(torch.nn.Module):
     LightGCN's penalty) is part of the forward pass that DDP synchronises.
     """
 
-    def __init__(self, model: RecModel):
+    def __init__(self, model: RecModel, denoise: "TruncatedLoss | None" = None):
         super().__init__()
         self.model = model
+        self.denoise = denoise
 
     def forward(self, batch: Batch, pairs: "Pairs | None" = None) -> torch.Tensor:
-        loss = self.model.loss(batch)
+        logits = None
+        if self.denoise is not None and batch.synthetic is not None and self.denoise.rate > 0:
+            # T-CE: the largest-loss synthetic positives of this step get weight 0.
+            logits = self.model(batch)
+            losses = torch.nn.functional.binary_cross_entropy_with_logits(logits.detach(), batch.label, reduction="none")
+            batch = replace(batch, weight=self.denoise.weights(losses, batch.label, batch.weight, batch.synthetic))
+        loss = self.model.loss(batch, logits)
         if pairs is not None and len(pairs.preferred):
             # BPR on (user, preferred, rejected): the pairwise synthetic mode's auxiliary term. Summed
             # over the pairs and divided by the step's examples, so a pair weighs `weight` real

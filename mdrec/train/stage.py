@@ -33,6 +33,7 @@ from mdrec.storage import RunDir
 from mdrec.train.context import InteractionContext
 from mdrec.train.examples import Candidates
 from mdrec.train.synthetic import SyntheticMode, build_mode
+from mdrec.train.synthetic.denoise import DenoiseConfig
 
 Log = Callable[[str], None]
 
@@ -58,6 +59,7 @@ class PreparedData:
     synthetic_rows: int = 0  # the variant's synthetic rows of this protocol, wherever the mode puts them
     real_rows: int = 0  # real training rows of the protocol: how many batches the synthetic ones spread over
     synthetic_fingerprint: str | None = None
+    denoise: DenoiseConfig | None = None  # T-CE on the synthetic positives in the loss (arms named +tce)
     valid_ref: object = None  # object-store copies, shared by every run of the protocol and variant
     context_ref: object = None
 
@@ -180,7 +182,7 @@ def with_variant(prepared: PreparedData, run_dir: RunDir, arm: Arm) -> PreparedD
     if mode.in_context:
         context = context.with_rows(rows["user_idx"], rows["item_idx"], rows["domain_idx"], rows["ts"])
     return replace(prepared, variant=arm.variant, arm=arm.name, mode=mode, synthetic=in_loss, pairs=pairs,
-                   synthetic_rows=len(rows),
+                   synthetic_rows=len(rows), denoise=arm.denoise if in_loss is not None else None,
                    real_rows=len(prepared.context.items),
                    synthetic_fingerprint=fp, context=context, valid_ref=None, context_ref=None)
 
@@ -212,6 +214,8 @@ def fingerprint(prepared: PreparedData, cfg: MdrecConfig, spec: ModelSpec, key: 
     if prepared.mode is not None:
         # "spread": synthetic positives are mixed into every batch (before, they were the epoch's last batches)
         payload["synthetic"] = {"from": prepared.synthetic_fingerprint, "order": "spread", **prepared.mode.fingerprint()}
+        if prepared.denoise is not None:
+            payload["synthetic"]["denoise"] = prepared.denoise.model_dump(mode="json")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -264,6 +268,7 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
             "real_rows": prepared.real_rows,
             # pretrain: synthetic positives leave the loss after this many epochs (None: never)
             "synthetic_epochs": None if prepared.mode is None else prepared.mode.loss_epochs(),
+            "denoise": None if prepared.denoise is None else prepared.denoise.model_dump(mode="json"),
         },
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                      resources_per_worker=dict(t.resources_per_worker),
@@ -298,6 +303,7 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
         "synthetic_rows": prepared.synthetic_rows,
         "synthetic_mode": None if prepared.mode is None else prepared.mode.name,
         "synthetic_weight": None if prepared.mode is None else prepared.mode.loss_weight(),
+        "synthetic_denoise": None if prepared.denoise is None else prepared.denoise.model_dump(mode="json"),
         "best_epoch": best["epoch"],
         "early_stopping_metric": t.early_stopping.metric,
         "best_value": best["value"],

@@ -23,6 +23,7 @@ from mdrec.models import build_model
 from mdrec.data.schema import Source
 from mdrec.train.examples import SyntheticSpread, pair_batches, synthetic_in_loss, with_sampled_negatives
 from mdrec.train.loop import LossOf, Pairs, make_optimizer, score, train_step
+from mdrec.train.synthetic.denoise import DenoiseConfig, TruncatedLoss
 
 STATE_FILE = "state.pt"
 
@@ -51,7 +52,12 @@ def train_loop(config: dict) -> None:
     state = _load_state()
     if state:
         model.load_state_dict(state["model"])
-    wrapped = LossOf(model)
+    expected_batches = max(1, math.ceil(config.get("real_rows", 0) / world / train_cfg["batch_size"]))
+    denoise = None
+    if config.get("denoise"):
+        denoise = TruncatedLoss(DenoiseConfig(**config["denoise"]), expected_batches,
+                                start_epoch=state["epoch"] + 1 if state else 0)
+    wrapped = LossOf(model, denoise)
     if world > 1:
         from ray.train.torch import prepare_model
 
@@ -71,7 +77,6 @@ def train_loop(config: dict) -> None:
     own_synthetic = _resolve(config.get("synthetic"))
     if own_synthetic is not None:
         own_synthetic = {k: v[rank::world] for k, v in own_synthetic.items()}
-    expected_batches = max(1, math.ceil(config.get("real_rows", 0) / world / train_cfg["batch_size"]))
     own_pairs = _resolve(config.get("pairs"))
     if own_pairs is not None:
         own_pairs = {k: v[rank::world] for k, v in own_pairs.items()}
@@ -80,6 +85,8 @@ def train_loop(config: dict) -> None:
         rng = np.random.default_rng([config["seed"], epoch, rank])
         wrapped.train()
         started, total, seen, synthetic, pairs_used = time.perf_counter(), 0.0, 0, 0, 0
+        if denoise is not None:
+            denoise.dropped = 0
         spread = SyntheticSpread(own_synthetic, expected_batches, rng) if synthetic_in_loss(
             epoch, config.get("synthetic_epochs")) else SyntheticSpread.none()
         pair_parts = SyntheticSpread(own_pairs, expected_batches, rng).parts
@@ -89,6 +96,7 @@ def train_loop(config: dict) -> None:
             examples = with_sampled_negatives(
                 b["user_idx"], b["item_idx"], b["domain_idx"], b["ts"], b["weight"],
                 config["item_ranges"], train_cfg["negatives_per_positive"], rng,
+                synthetic=None if denoise is None else b["source"] == Source.synthetic.value,
             )
             drawn = pair_batches(pair_parts[step] if step < len(pair_parts) else None, len(b["user_idx"]),
                                  config.get("pair_share") or 0.0, config["item_ranges"], rng)
@@ -97,6 +105,8 @@ def train_loop(config: dict) -> None:
             for batch in examples.batches(len(examples), rng):
                 total += train_step(wrapped, batch, optimizer, step_pairs) * len(batch)
                 seen += len(batch)
+            if denoise is not None:
+                denoise.advance()
         train_seconds = time.perf_counter() - started
         started = time.perf_counter()
         scores = score(model, valid)
@@ -107,6 +117,7 @@ def train_loop(config: dict) -> None:
             best = {"value": value, "epoch": epoch, "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         record = {"epoch": epoch, "loss": total / max(seen, 1), "examples": seen, "synthetic_positives": synthetic,
                   "synthetic_pairs": pairs_used,
+                  "synthetic_dropped": 0 if denoise is None else denoise.dropped,
                   "train_seconds": train_seconds,
                   "eval_seconds": eval_seconds, **{f"valid_{k}": v for k, v in summary.items()}}
         # Per domain too: the cold domain's validation is what augmentation is tuned on, and the

@@ -190,6 +190,26 @@ def test_context_mode_never_trains_on_a_synthetic_item_and_names_its_arms(modes_
     assert "raw+context" in (run_dir / "report" / "report.md").read_text()
 
 
+def test_tce_drops_a_rising_share_of_synthetic_positives_in_its_own_arm(modes_run, tmp_path):
+    """Through `mdrec train` with train.synthetic.denoise: the label arm becomes raw+tce; the worker
+    drops fewer synthetic positives in the first epoch (the rate grows from 0) than in the second
+    (at max_rate: about half of them); no real row or negative is ever counted."""
+    run_dir, n = modes_run
+    cfg = modes_config([{"name": "label"}, {"name": "context"}])
+    cfg["train"]["synthetic"]["denoise"] = {"name": "tce", "max_rate": 0.5, "warmup_epochs": 1}
+    config = write_config(tmp_path / "tce.yaml", cfg)
+    code, out, err = run_cli("train", config, "--run-dir", str(run_dir))
+    assert code == 0, err
+    folder = run_dir / "models" / "sasrec"
+    assert (folder / "raw+tce").exists() and (folder / "raw+context").exists()  # context has no loss rows: no +tce
+    assert not (folder / "raw+context+tce").exists()
+    metrics = json.loads((folder / "raw+tce" / "cold_start" / "seed-0" / "metrics.json").read_text())
+    assert metrics["synthetic_denoise"] == {"name": "tce", "max_rate": 0.5, "warmup_epochs": 1.0}
+    dropped = [h["synthetic_dropped"] for h in metrics["history"]]
+    assert [h["synthetic_positives"] for h in metrics["history"]] == [n, n]
+    assert 0 <= dropped[0] < dropped[1] and 0.35 * n <= dropped[1] <= 0.5 * n
+
+
 def test_a_pair_weighs_weight_real_examples_whatever_the_step_size():
     """The BPR term is summed over the pairs and divided by the step's examples: one pair counts as
     much as `weight` real examples, so a step with few pairs does not blow them up."""
