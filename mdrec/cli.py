@@ -157,8 +157,10 @@ def train(config: str, run_dir: str | None, overrides: tuple[str, ...], force: b
     rows only, + synthetic/raw, + synthetic/filtered) under each synthetic mode
     (train.synthetic.modes: label = weighted positives, the run `raw`; context = read, never
     predicted, `raw+context`; pretrain = positives for the first epochs, `raw+pretrain`;
-    pairwise = a BPR term on (picked, rejected) pairs, `raw+pairwise`;
-    synthetic rows never enter validation) and seed (train.seeds), with
+    pairwise = a BPR term on (picked, rejected) pairs, `raw+pairwise`; soft = positives
+    weighted by the backend's calibrated score, `raw+soft`; train.synthetic.denoise: tce drops
+    the largest-loss synthetic positives, arms `+tce`; synthetic rows never enter validation)
+    and seed (train.seeds), with
     train.num_workers workers (DDP), a checkpoint per epoch under <run-dir>/.train/, early
     stopping on a validation metric, and resume from the last checkpoint after a failure or a
     re-run. Commits <run-dir>/models/<model>/<variant>/<protocol>/seed-<n>/ (model.pt,

@@ -304,7 +304,8 @@ class SyntheticModeSpec(StrictModel):
 
     name: str = Field("label", description="Registered training mode: label (weighted positives), context "
                       "(read, never predicted), pretrain (positives for the first epochs, then real only), pairwise (a BPR "
-                      "term on the backend's picked and rejected items).")
+                      "term on the backend's picked and rejected items), soft (positives weighted by the backend's "
+                      "calibrated score).")
     params: dict[str, Any] = Field(default_factory=dict, description="The mode's parameters; unknown ones are rejected.")
     tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="This arm's name in the grid and the "
                             "report (default: the mode's name); needed when one mode appears twice.")
@@ -330,7 +331,7 @@ class SyntheticTrainingConfig(StrictModel):
         "under another mode `raw+<mode>` (or `raw+<tag>`).")
     denoise: DenoiseConfig | None = Field(
         None, description="Denoise synthetic positives while training, in every mode that puts them in the loss "
-        "(label, pretrain): {name: tce, max_rate, warmup_epochs} drops each batch's largest-loss ones (T-CE). Those "
+        "(label, soft, pretrain): {name: tce, max_rate, warmup_epochs} drops each batch's largest-loss ones (T-CE). Those "
         "arms are named with +tce (raw+tce, raw+pretrain+tce). null: no denoising.")
 
     @field_validator("modes")

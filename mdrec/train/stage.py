@@ -33,6 +33,7 @@ from mdrec.storage import RunDir
 from mdrec.train.context import InteractionContext
 from mdrec.train.examples import Candidates
 from mdrec.train.synthetic import SyntheticMode, build_mode
+from mdrec.train.synthetic.calibration import calibrate
 from mdrec.train.synthetic.denoise import DenoiseConfig
 
 Log = Callable[[str], None]
@@ -60,6 +61,7 @@ class PreparedData:
     real_rows: int = 0  # real training rows of the protocol: how many batches the synthetic ones spread over
     synthetic_fingerprint: str | None = None
     denoise: DenoiseConfig | None = None  # T-CE on the synthetic positives in the loss (arms named +tce)
+    calibration: dict | None = None  # soft mode: the Platt fit of the backend's scores (a, b, picks, hits)
     valid_ref: object = None  # object-store copies, shared by every run of the protocol and variant
     context_ref: object = None
 
@@ -153,12 +155,12 @@ def synthetic_rows(run_dir: RunDir, protocol: Protocol, variant: Variant,
         step = "generate" if variant is Variant.raw else "filter"
         raise DataError(f"{stage.location.uri}: no {variant.value} synthetic interactions yet (run `mdrec {step}` first)")
     # rejected_item_idx: the candidate the backend found least likely (pairwise mode's negative)
-    columns = ["user_idx", "item_idx", "domain_idx", "rejected_item_idx"]
+    columns = ["user_idx", "item_idx", "domain_idx", "rejected_item_idx", "score"]
     if stage.location.files():
         table = stage.location.read_table(columns=[*columns, "protocol"], filter=pc.field("protocol") == protocol.value)
         rows = table.select(columns).to_pandas()
     else:
-        rows = pd.DataFrame({c: np.array([], dtype=np.int64) for c in columns})
+        rows = pd.DataFrame({c: np.array([], dtype=np.float64 if c == "score" else np.int64) for c in columns})
     rows["rejected_item_idx"] = rows["rejected_item_idx"].fillna(-1).astype(np.int64)  # null: the backend named none
     rows["ts"] = real.next_ts(rows["user_idx"].to_numpy())
     return rows, record["fingerprint"]
@@ -171,10 +173,15 @@ def with_variant(prepared: PreparedData, run_dir: RunDir, arm: Arm) -> PreparedD
     if mode is None:
         return prepared
     rows, fp = synthetic_rows(run_dir, prepared.protocol, arm.variant, prepared.context)
-    weight = mode.loss_weight()
+    calibration = None
+    if mode.calibrated:
+        stage = run_dir.stage(f"synthetic/{arm.variant.value}")
+        calibration = calibrate(stage.location, run_dir.stage("prepared").location, stage.location.uri)
     in_loss = None
-    if weight is not None:
-        in_loss = rows.assign(weight=np.float32(weight), source=Source.synthetic.value)[DATASET_COLUMNS]
+    if mode.loss_weight() is not None:
+        probability = None if calibration is None else calibration.probability(rows["score"].to_numpy())
+        weights = mode.row_weights(probability, len(rows)).astype(np.float32)
+        in_loss = rows.assign(weight=weights, source=Source.synthetic.value)[DATASET_COLUMNS]
     pairs = None
     if mode.pair_weight() is not None:
         pairs = rows.rename(columns={"rejected_item_idx": "rejected_idx"})[PAIR_COLUMNS]
@@ -183,6 +190,7 @@ def with_variant(prepared: PreparedData, run_dir: RunDir, arm: Arm) -> PreparedD
         context = context.with_rows(rows["user_idx"], rows["item_idx"], rows["domain_idx"], rows["ts"])
     return replace(prepared, variant=arm.variant, arm=arm.name, mode=mode, synthetic=in_loss, pairs=pairs,
                    synthetic_rows=len(rows), denoise=arm.denoise if in_loss is not None else None,
+                   calibration=None if calibration is None else calibration.as_dict(),
                    real_rows=len(prepared.context.items),
                    synthetic_fingerprint=fp, context=context, valid_ref=None, context_ref=None)
 
@@ -304,6 +312,7 @@ def train_model(cfg: MdrecConfig, run_dir: RunDir, prepared: PreparedData, spec:
         "synthetic_mode": None if prepared.mode is None else prepared.mode.name,
         "synthetic_weight": None if prepared.mode is None else prepared.mode.loss_weight(),
         "synthetic_denoise": None if prepared.denoise is None else prepared.denoise.model_dump(mode="json"),
+        "synthetic_calibration": prepared.calibration,
         "best_epoch": best["epoch"],
         "early_stopping_metric": t.early_stopping.metric,
         "best_value": best["value"],

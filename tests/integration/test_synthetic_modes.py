@@ -42,22 +42,27 @@ def modes_config(modes: list[dict], models=("sasrec",), epochs=2) -> dict:
 
 @pytest.fixture(scope="module")
 def modes_run(ray_session, tmp_path_factory):
-    """A prepared run with hand-written synthetic rows: for every cold-start held-out user, the
-    cold domain's first three items (a generator's output, without spending a generator here)."""
+    """A prepared run with hand-written synthetic rows: for every cold-start held-out user, one of
+    their own held-out items (score 2) and the cold domain's first two other items (score 0), as a
+    generator that is sometimes right would write them, without spending a generator here."""
     run_dir = tmp_path_factory.mktemp("modes") / "run"
     run_prepare(config_from_dict(modes_config([{"name": "label"}])), RunDir(str(run_dir)))
     prepared = RunDir(str(run_dir)).stage("prepared").location
-    held = prepared.join("interactions").read_table(columns=["user_idx", "domain_idx"], filter=pc.field("held_out"))
-    pairs = sorted(set(zip(held["user_idx"].to_pylist(), held["domain_idx"].to_pylist())))
+    held = prepared.join("interactions").read_table(columns=["user_idx", "domain_idx", "item_idx"],
+                                                    filter=pc.field("held_out")).to_pandas()
+    own = held.groupby(["user_idx", "domain_idx"])["item_idx"].min()
     domains = prepared.join("domains.parquet").read_table().to_pandas().set_index("domain_idx")
-    users, items, targets = [], [], []
-    for user, domain in pairs:
+    users, items, targets, scores = [], [], [], []
+    for (user, domain), mine in own.items():
         start = int(domains.loc[domain, "item_idx_start"])
+        others = [i for i in range(start, start + PER_USER) if i != mine][:PER_USER - 1]
         users += [user] * PER_USER
-        items += list(range(start, start + PER_USER))
+        items += [int(mine), *others]
         targets += [domain] * PER_USER
+        scores += [2.0] + [0.0] * (PER_USER - 1)
     table = pa.table({"user_idx": np.array(users, np.int64), "item_idx": np.array(items, np.int64),
                       "domain_idx": np.array(targets, np.int64), "protocol": [Protocol.cold_start.value] * len(users),
+                      "score": np.array(scores, np.float64),
                       # as the generator writes it where a backend names no rejected candidate (the oracle)
                       "rejected_item_idx": pa.nulls(len(users), pa.int64())})
     with RunDir(str(run_dir)).stage("synthetic/raw").writing("hand-written") as out:
@@ -82,7 +87,14 @@ def test_each_mode_puts_the_rows_where_it_says(modes_run, mode):
         assert (data.pairs is not None) == (mode == "pairwise")
     else:
         assert len(data.synthetic) == n and (data.synthetic["source"] == Source.synthetic.value).all()
-        assert (data.synthetic["weight"] == 1.0).all()
+        if mode == "soft":
+            # weight = P(right), calibrated on the validation users: the score-2 picks (their own items) weigh
+            # far more than the guesses, and every weight is a probability
+            weight = data.synthetic["weight"].to_numpy().reshape(-1, PER_USER)
+            assert (weight[:, 0] > 0.9).all() and (weight[:, 1:] < 0.1).all()
+            assert data.calibration["a"] > 0 and data.calibration["hits"] < data.calibration["picks"]
+        else:
+            assert (data.synthetic["weight"] == 1.0).all()
 
 
 def test_pretrain_keeps_synthetic_positives_for_its_epochs_only():
@@ -149,7 +161,8 @@ def test_each_mode_trains_every_family(modes_run, family, mode):
         pairs_seen.append(paired)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     n = data.synthetic_rows
-    assert synthetic_seen == {"label": [n] * 3, "context": [0] * 3, "pretrain": [n, 0, 0], "pairwise": [0] * 3}[mode]
+    assert synthetic_seen == {"label": [n] * 3, "soft": [n] * 3, "context": [0] * 3, "pretrain": [n, 0, 0],
+                              "pairwise": [0] * 3}[mode]
     if mode == "pairwise":
         # The cap holds (at most max_share pairs per real positive), and the BPR term moved the margins.
         assert 0 < pairs_seen[0] <= int(len(real_rows["user_idx"]) * data.mode.pair_share()) + 5
@@ -229,3 +242,17 @@ def test_a_pair_weighs_weight_real_examples_whatever_the_step_size():
         margin = model(preferred) - model(rejected)
     expected = 2.0 * float(-torch.nn.functional.logsigmoid(margin).sum()) / n
     assert float(with_pairs - base) == pytest.approx(expected, rel=1e-5)
+
+
+def test_soft_mode_without_cold_start_validation_picks_is_a_one_line_error(modes_run, tmp_path):
+    from mdrec.errors import DataError
+    from mdrec.storage import resolve
+    from mdrec.train.synthetic.calibration import calibrate
+
+    run_dir, _ = modes_run
+    rows = resolve(str(tmp_path / "warm-only"))
+    rows.join("part-0.parquet").write_table(pa.table({
+        "user_idx": np.array([1, 2], np.int64), "item_idx": np.array([3, 4], np.int64),
+        "domain_idx": np.array([1, 1], np.int64), "protocol": ["warm", "warm"], "score": [0.5, 0.7]}))
+    with pytest.raises(DataError, match=r"warm-only: cannot calibrate the scores for mode soft: 0 picks"):
+        calibrate(rows, RunDir(str(run_dir)).stage("prepared").location, str(tmp_path / "warm-only"))

@@ -16,8 +16,9 @@ from mdrec.train.synthetic.context import Context
 from mdrec.train.synthetic.label import Label
 from mdrec.train.synthetic.pairwise import Pairwise
 from mdrec.train.synthetic.pretrain import Pretrain
+from mdrec.train.synthetic.soft import Soft
 
-MODES: dict[str, type[SyntheticMode]] = {m.name: m for m in (Label, Context, Pretrain, Pairwise)}
+MODES: dict[str, type[SyntheticMode]] = {m.name: m for m in (Label, Context, Pretrain, Pairwise, Soft)}
 
 
 def build_mode(name: str, params: dict[str, Any] | None = None) -> SyntheticMode:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 
@@ -28,6 +29,7 @@ class SyntheticMode:
     name: ClassVar[str]
     Params: ClassVar[type[ModeParams]] = ModeParams
     in_context: ClassVar[bool] = True  # synthetic rows are part of what models read about users
+    calibrated: ClassVar[bool] = False  # its row weights need the backend's scores as probabilities
 
     def __init__(self, params: ModeParams):
         self.params = params
@@ -35,6 +37,11 @@ class SyntheticMode:
     def loss_weight(self) -> float | None:
         """Loss weight of a synthetic positive (its sampled negatives weigh the same); None: not in the loss."""
         return None
+
+    def row_weights(self, probability: np.ndarray | None, n: int) -> np.ndarray:
+        """Each of `n` synthetic positives' loss weight; `probability`: their calibrated scores
+        (only for modes with `calibrated`). Default: all `loss_weight()`."""
+        return np.full(n, self.loss_weight(), dtype=np.float64)
 
     def pair_weight(self) -> float | None:
         """Weight of an auxiliary BPR term on (user, preferred, rejected) pairs; None: no pairs."""

@@ -6,7 +6,7 @@ from 0 to `max_rate` (their Eq. 4: ε(T) = min(αT, ε_max)). Here only **synthe
 candidates for dropping (real rows are trusted), and the rate reaches `max_rate` after
 `warmup_epochs`. A dropped positive gets weight 0 for that step: it leaves the weighted mean of the
 loss, its sampled negatives stay. It applies to every mode that puts synthetic rows in the loss
-(label, pretrain); the arm's name gets `+tce`.
+(label, soft, pretrain); the arm's name gets `+tce`.
 """
 
 from __future__ import annotations
