@@ -148,7 +148,7 @@ def test_synthetic_modes_name_the_grid_arms(tmp_path):
 
 
 @pytest.mark.parametrize("synthetic, message", [
-    ({"modes": [{"name": "soft-labels"}]}, "unknown synthetic training mode 'soft-labels' (known: label, context, pretrain, pairwise)"),
+    ({"modes": [{"name": "soft-labels"}]}, "unknown synthetic training mode 'soft-labels' (known: label, context, pretrain, pairwise, soft)"),
     ({"modes": [{"name": "label", "params": {"weight": 0}}]}, "mode 'label': params.weight"),
     ({"modes": [{"name": "context", "params": {"weight": 1}}]}, "mode 'context': params.weight: Extra inputs"),
     ({"modes": [{"name": "label"}, {"name": "label", "params": {"weight": 2}}]}, "appears twice: give each a distinct tag"),
