@@ -91,6 +91,11 @@ def build_report(run_dir: RunDir, log=lambda m: None) -> dict:
                   "own value at that epoch. Choose filter settings and synthetic weights on these numbers (the "
                   "cold domain's column), never on the test tables above.", "",
                   tables.validation_table(validation), ""]
+        picks = tables.validation_picks(validation, [d for d, role in roles.items() if role == "cold"])
+        if picks:
+            parts += ["### What validation picks", "",
+                      "Per model and cold domain, the variant with the highest mean validation value there (real-only "
+                      "included): the choice to score on test, made without reading a test case.", "", picks, ""]
     timing = _timing_table(timings)
     if timing:
         parts += ["## Time", "", timing, ""]

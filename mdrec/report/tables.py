@@ -60,3 +60,27 @@ def validation_table(validation: pd.DataFrame) -> str:
         seeds = int((rows["domain"] == "all").sum())
         lines.append(f"| {protocol} | {model} | {variant} | {metric} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def validation_picks(validation: pd.DataFrame, cold_domains: list[str]) -> str:
+    """Markdown: for each protocol, model and cold domain with more than one variant, the variant
+    with the highest mean validation value in that domain (what a choice made without peeking at
+    test would take), beside real-only. Empty when no model has an augmented variant."""
+    lines = []
+    cold = validation[validation["domain"].isin(cold_domains)]
+    for (protocol, model, domain, metric), rows in cold.groupby(["protocol", "model", "domain", "metric"], sort=True):
+        means = rows.groupby("variant")["value"].agg(["mean", "count"])
+        if len(means) < 2:
+            continue
+        # real first: a tie (a reference model that ignores synthetic rows) keeps real-only
+        means = means.loc[sorted(means.index, key=lambda v: v != "real")]
+        pick = means["mean"].idxmax()
+        real = means["mean"].get("real")
+        delta = "" if real is None or pick == "real" else f"{means.loc[pick, 'mean'] - real:+.4f}"
+        lines.append(f"| {protocol} | {model} | {domain} | {metric} | "
+                     f"{'' if real is None else f'{real:.4f}'} | {pick} | {means.loc[pick, 'mean']:.4f} | {delta} | "
+                     f"{int(means.loc[pick, 'count'])} |")
+    if not lines:
+        return ""
+    head = "| protocol | model | cold domain | metric | real only | validation's pick | its value | Δ | seeds |"
+    return "\n".join([head, "|" + "---|" * 9, *lines])

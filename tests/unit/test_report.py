@@ -72,3 +72,22 @@ def test_validation_table_shows_each_domain_at_the_best_epoch():
     assert list(old["domain"]) == ["all"]
     curves = collect.training_curves(runs)
     assert set(curves["metric"]) == {"loss", "valid_ndcg@10"}
+
+
+def test_validation_picks_take_each_cold_domain_best_variant_by_its_mean():
+    from mdrec.report import collect
+
+    runs = []
+    for variant, foods in (("real", [0.30, 0.32]), ("raw", [0.35, 0.31]), ("raw+pairwise", [0.28, 0.29])):
+        for seed, food in enumerate(foods):
+            run = trained_run(seed, 0, [food], [0.5])
+            runs.append({**run, "variant": variant})
+    picks = tables.validation_picks(collect.best_validation(runs), ["Food"])
+    # raw's mean 0.33 beats real's 0.31; Kitchen (rich) is not a cold domain
+    assert "| warm | star | Food | ndcg@10 | 0.3100 | raw | 0.3300 | +0.0200 | 2 |" in picks
+    assert "Kitchen" not in picks
+    tied = [{**r, "variant": v} for r in runs if r["variant"] == "real" for v in ("filtered", "real")]
+    assert "| warm | star | Food | ndcg@10 | 0.3100 | real | 0.3100 |  | 2 |" in tables.validation_picks(
+        collect.best_validation(tied), ["Food"])  # a tie keeps real-only
+    only_real = [r for r in runs if r["variant"] == "real"]
+    assert tables.validation_picks(collect.best_validation(only_real), ["Food"]) == ""
