@@ -235,3 +235,23 @@ def test_cooccurrence_scores_are_the_votes_of_visible_training_rows(backend_runs
                 checked += 1
     assert checked > 20
     assert (rows["score"] > 0).any()  # the world's users share taste across domains: votes exist
+
+
+def test_pick_precision_tool_counts_fewer_picks_as_the_threshold_rises(backend_runs):
+    """tools/pick_precision.py on a committed run: precision of the cold-start validation users'
+    picks at each score threshold (what `min_score` would keep)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run_dir, _, rows = backend_runs["cooccurrence"]
+    tool = Path(__file__).resolve().parents[2] / "tools" / "pick_precision.py"
+    proc = subprocess.run([sys.executable, str(tool), str(run_dir), "--thresholds", "0,0.7,1.5"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    picks = [b["picks"] for b in out["by_threshold"]]
+    assert picks[0] > 0 and picks == sorted(picks, reverse=True)
+    assert all(b["precision"] is None or 0 <= b["precision"] <= 1 for b in out["by_threshold"])
+    cold = rows[rows["protocol"] == "cold_start"]
+    assert out["validation_users"] <= cold["user_idx"].nunique()  # validation users only, never test ones
