@@ -47,3 +47,8 @@ def paired_t_p(n: int, total: float, total_sq: float) -> float:
         return 1.0 if abs(mean) < 1e-12 else 0.0
     t = mean / math.sqrt(var / n)
     return float(2 * stats.t.sf(abs(t), n - 1))
+
+
+def format_p(p: float) -> str:
+    """A p-value as the tables print it: three decimals, or <0.001."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"

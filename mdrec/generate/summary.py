@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mdrec.significance import format_p
 from mdrec.text_table import text_table
 
 
@@ -21,11 +22,7 @@ def _versus(v: dict | None, rk: int) -> list[str]:
     if not v:
         return ["-", "-"]
     hit, ndcg = v["hit"], v[f"ndcg@{rk}"]
-    return [f"+{hit['wins']}/-{hit['losses']} (p {_p(hit['p_holm'])})", f"{ndcg['diff']:+.4f} (p {_p(ndcg['p_holm'])})"]
-
-
-def _p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return [f"+{hit['wins']}/-{hit['losses']} (p {format_p(hit['p_holm'])})", f"{ndcg['diff']:+.4f} (p {format_p(ndcg['p_holm'])})"]
 
 
 def quality_table(q: dict | None) -> str:

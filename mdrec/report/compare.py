@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mdrec.significance import holm, paired_test
+from mdrec.significance import format_p, holm, paired_test
 
 REAL = "real"
 TESTED = ["ndcg@10", "case_auc"]  # per-case metrics the paired tests run on
@@ -61,13 +61,9 @@ def compare(cases: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _p(p: float) -> str:
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def _delta(row, metric: str) -> str:
     return (f"{row[f'{metric}_real']:.4f} → {row[f'{metric}_aug']:.4f} ({row[f'{metric}_delta']:+.4f}, "
-            f"p {_p(row[f'{metric}_p'])})")
+            f"p {format_p(row[f'{metric}_p'])})")
 
 
 def comparison_tables(table: pd.DataFrame) -> dict[str, str]:
@@ -82,7 +78,7 @@ def comparison_tables(table: pd.DataFrame) -> dict[str, str]:
         for row in part.sort_values(["protocol", "model", "variant"]).to_dict("records"):
             fair = [f"{row[f'{m}_real']:.3f} → {row[f'{m}_aug']:.3f}" for m in FAIRNESS]
             lines.append(f"| {row['protocol']} | {row['model']} | {row['variant']} | {row['cases']:,} | "
-                         f"{_delta(row, 'ndcg@10')} | {_p(row['ndcg@10_p_holm'])} | "
+                         f"{_delta(row, 'ndcg@10')} | {format_p(row['ndcg@10_p_holm'])} | "
                          f"{row['ndcg@10_seeds_better']}/{row['seeds']} | {_delta(row, 'case_auc')} | " + " | ".join(fair) + " |")
         out[domain] = "\n".join(lines)
     return out
