@@ -77,13 +77,17 @@ class RecModel(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def example_losses(self, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
+        """Each example's unweighted loss (what `loss` weighs and averages; what T-CE ranks)."""
+        return nn.functional.binary_cross_entropy_with_logits(logits, batch.label, reduction="none")
+
     def loss(self, batch: Batch, logits: torch.Tensor | None = None) -> torch.Tensor:
         """Weighted binary cross-entropy on the logits; models may add auxiliary terms.
 
         Pass `logits` computed through a wrapper (DDP) so that gradients are synchronised.
         """
         logits = self(batch) if logits is None else logits
-        losses = nn.functional.binary_cross_entropy_with_logits(logits, batch.label, reduction="none")
+        losses = self.example_losses(batch, logits)
         if batch.weight is not None:
             return (losses * batch.weight).sum() / batch.weight.sum().clamp_min(1e-12)
         return losses.mean()

@@ -37,7 +37,7 @@ class LossOf(torch.nn.Module):
         if self.denoise is not None and batch.synthetic is not None and self.denoise.rate > 0:
             # T-CE: the largest-loss synthetic positives of this step get weight 0.
             logits = self.model(batch)
-            losses = torch.nn.functional.binary_cross_entropy_with_logits(logits.detach(), batch.label, reduction="none")
+            losses = self.model.example_losses(batch, logits.detach())
             batch = replace(batch, weight=self.denoise.weights(losses, batch.label, batch.weight, batch.synthetic))
         loss = self.model.loss(batch, logits)
         if pairs is not None and len(pairs.preferred):
