@@ -15,10 +15,8 @@ import argparse
 import json
 
 import numpy as np
-import pyarrow.compute as pc
 
-from mdrec.data.schema import Protocol
-from mdrec.generate.quality import load_truth
+from mdrec.generate.quality import validation_pick_hits
 from mdrec.storage import resolve
 
 
@@ -29,13 +27,7 @@ def main() -> None:
     parser.add_argument("--thresholds", default="", help="Comma-separated score thresholds (default: score quantiles).")
     args = parser.parse_args()
     run = resolve(args.run_dir)
-    rows = run.join("synthetic", args.variant).read_table(
-        columns=["user_idx", "item_idx", "domain_idx", "score"],
-        filter=pc.field("protocol") == Protocol.cold_start.value).to_pandas()
-    truth = load_truth(run.join("prepared"), sorted(int(d) for d in rows["domain_idx"].unique())).items
-    keys = list(zip(rows["user_idx"].astype(int), rows["domain_idx"].astype(int)))
-    rows = rows[[k in truth for k in keys]].copy()
-    rows["hit"] = [int(i) in truth[(int(u), int(d))] for u, i, d in zip(rows["user_idx"], rows["item_idx"], rows["domain_idx"])]
+    rows = validation_pick_hits(run.join("synthetic", args.variant), run.join("prepared"))
     thresholds = ([float(t) for t in args.thresholds.split(",")] if args.thresholds
                   else sorted(set(np.quantile(rows["score"], [0, 0.25, 0.5, 0.75, 0.9]).round(4))))
     out = []

@@ -91,6 +91,21 @@ def load_truth(prepared, targets: list[int], world_source=None, seed: int = 0) -
     return truth
 
 
+def validation_pick_hits(synthetic, prepared) -> "pd.DataFrame":
+    """The committed cold_start synthetic rows (`synthetic`, a Location) of the cold-start
+    validation users, with `hit`: whether the pick is one of their held-out items (in `prepared`).
+    Test users' rows are dropped, never scored. Columns: user_idx, item_idx, domain_idx, score, hit."""
+    rows = synthetic.read_table(columns=["user_idx", "item_idx", "domain_idx", "score"],
+                                filter=pc.field("protocol") == Protocol.cold_start.value).to_pandas()
+    targets = sorted(int(d) for d in rows["domain_idx"].unique())
+    truth = load_truth(prepared, targets).items if targets else {}
+    keys = list(zip(rows["user_idx"].astype(int), rows["domain_idx"].astype(int)))
+    rows = rows[np.array([k in truth for k in keys], dtype=bool)].reset_index(drop=True)
+    rows["hit"] = np.array([int(i) in truth[(int(u), int(d))] for u, i, d in
+                            zip(rows["user_idx"], rows["item_idx"], rows["domain_idx"])], dtype=bool)
+    return rows
+
+
 def _add_world_taste(truth: GroundTruth, prepared, source, seed: int, user_ids: dict[int, str]) -> None:
     from mdrec.data import world
 

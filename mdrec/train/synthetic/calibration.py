@@ -13,9 +13,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pyarrow.compute as pc
-
-from mdrec.data.schema import Protocol
 from mdrec.errors import DataError
 
 MIN_PICKS = 20  # fewer calibration picks than this cannot place a sigmoid
@@ -58,17 +55,10 @@ def platt(scores: np.ndarray, hits: np.ndarray, iterations: int = 100, ridge: fl
 def calibrate(synthetic, prepared, where: str) -> Calibration:
     """Fit on the committed synthetic rows (a Location) of the cold-start validation users, against
     their held-out items in `prepared` (a Location). `where` names the rows in errors."""
-    from mdrec.generate.quality import load_truth
+    from mdrec.generate.quality import validation_pick_hits
 
-    rows = synthetic.read_table(columns=["user_idx", "item_idx", "domain_idx", "score"],
-                                filter=pc.field("protocol") == Protocol.cold_start.value).to_pandas()
-    targets = sorted(int(d) for d in rows["domain_idx"].unique())
-    truth = load_truth(prepared, targets).items if targets else {}
-    keys = list(zip(rows["user_idx"].astype(int), rows["domain_idx"].astype(int)))
-    known = np.array([k in truth for k in keys], dtype=bool)
-    hits = np.array([int(i) in truth.get(k, ()) for k, i in zip(keys, rows["item_idx"].astype(int))], dtype=bool)
-    scores = rows["score"].to_numpy(dtype=np.float64)[known]
-    hits = hits[known]
+    rows = validation_pick_hits(synthetic, prepared)
+    scores, hits = rows["score"].to_numpy(dtype=np.float64), rows["hit"].to_numpy()
     if len(scores) < MIN_PICKS or not hits.any() or hits.all() or np.ptp(scores) == 0:
         raise DataError(f"{where}: cannot calibrate the scores for mode soft: {len(scores)} picks of cold-start "
                         f"validation users, {int(hits.sum())} of them held-out items (needs at least {MIN_PICKS} "
