@@ -203,6 +203,43 @@ def run(config: str, run_dir: str | None, overrides: tuple[str, ...], force: boo
 
 
 @cli.command()
+@stage_options
+@click.option("--phase", type=click.Choice(["validate", "test", "all"]), default="all", show_default=True,
+              help="validate: generate with every backend, train every arm with the validation seeds and choose; "
+              "test: train and score the choice (needs a validation pass); all: both.")
+def sweep(config: str, run_dir: str | None, overrides: tuple[str, ...], force: bool, phase: str) -> None:
+    """Choose backend x training mode on validation, then score only the choice on test.
+
+    CONFIG's `sweep` section names the backends (each writes its own rows, in
+    <run-dir>/backends/<name>/ beside a copy of the prepared data), the modes and denoising to
+    try, and the validation and test seeds. The validation pass trains every model of
+    sweep.models under real-only and every backend x mode with the validation seeds, and picks
+    per protocol and model the arm with the best cold-domain validation value (real-only wins
+    ties; an arm that costs the other domains more than sweep.max_other_drop is not picked;
+    oracle backends are ceilings, never picked). It commits <run-dir>/sweep/validation/
+    (validation.csv, arms.csv, picks.json, report.md). The test pass trains real-only, each pick
+    and the oracle's best arm with the test seeds, scores them on test and commits
+    <run-dir>/sweep/test/report.md: the validation table, the picks and why, and each pick
+    against real-only per domain (paired t-test over cases, Holm, seeds better).
+    """
+    from mdrec.sweep import plan
+    from mdrec.sweep.report import headline
+    from mdrec.sweep.run import Phase, run_sweep
+
+    cfg = _load(config, overrides, run_dir)
+    plan.sweep_of(cfg)  # no sweep section: one line, before anything is written
+    out = run_sweep(cfg, _open_run_dir(cfg), phase=Phase(phase), force=force, log=_log)
+    if "validate" in out:
+        from mdrec.sweep.report import picks_table
+
+        click.echo(picks_table(out["validate"]["picks"]))
+    if "test" in out:
+        comparison = out["test"]["comparison"]
+        for line in headline(comparison) if not comparison.empty else ["nothing to compare on test"]:
+            click.echo(line)
+
+
+@cli.command()
 @click.argument("run_dir", metavar="RUN_DIR")
 def report(run_dir: str) -> None:
     """Write <RUN_DIR>/report/ from the committed metrics: report.md, summary.csv and PNG plots.

@@ -890,6 +890,53 @@ class RayConfig(StrictModel):
     )
 
 
+class SweepConfig(StrictModel):
+    """`sweep`: what `mdrec sweep` tries on validation before anything is scored on test.
+
+    Each backend writes its own synthetic rows (in `<run-dir>/backends/<name>/`, beside the shared
+    prepared data); every model is trained on them under every mode with the validation seeds; per
+    protocol and model the arm with the best cold-domain validation value is picked (real-only
+    included), and only the picks and real-only are trained with the test seeds and scored on test.
+    """
+
+    backends: dict[str, BackendConfig] = Field(
+        min_length=1, description="Name -> a generate.backend. Each is generated once; the name names its arms "
+        "(cooccurrence:raw+context) and its folder backends/<name>/.")
+    modes: list[SyntheticModeSpec] | None = Field(
+        None, description="Training modes tried on every backend's rows; null: train.synthetic.modes.")
+    denoise: list[DenoiseConfig | None] = Field(
+        default_factory=lambda: [None], min_length=1, description="Denoising tried on every mode that puts synthetic "
+        "rows in the loss (null: none; {name: tce}: T-CE). Modes that keep them out run once.")
+    variant: Variant = Field(Variant.raw, description="The synthetic rows trained on: raw (as generated) or filtered "
+                             "(after the filter chain, run in each backend's folder).")
+    models: list[str] | None = Field(
+        None, description="Names from train.models to sweep; null: all of them.")
+    validation_seeds: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, description="Training seeds of the validation pass (the choice).")
+    test_seeds: list[int] | None = Field(
+        None, min_length=1, description="Training seeds the picks and real-only are scored with on test; null: "
+        "train.seeds (or [seed]).")
+    max_other_drop: float = Field(
+        0.01, ge=0, description="A pick may lower the other (non-cold) domains' validation value by at most this "
+        "share of real-only's (0.01: 1%); arms that lower it more are not picked. Vacuous where validation has only "
+        "cold-domain cases (cold_start).")
+
+    @field_validator("backends")
+    @classmethod
+    def _names_are_path_parts(cls, v):
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"backend name {name!r}: use letters, digits, '_', '.', '-' (it names a folder)")
+        return v
+
+    @field_validator("variant")
+    @classmethod
+    def _augmented(cls, v):
+        if v is Variant.real:
+            raise ValueError("must be raw or filtered (real-only is always trained beside the arms)")
+        return v
+
+
 class MdrecConfig(StrictModel):
     name: str = Field("mdrec", description="Experiment name; the default run directory is runs/<name>.")
     seed: int = Field(0, description="Seed of every random choice (splits, negatives, generated data).")
@@ -901,6 +948,8 @@ class MdrecConfig(StrictModel):
     filter: FilterConfig = Field(default_factory=FilterConfig, description="The filter stage.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="The evaluate stage.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray runtime.")
+    sweep: SweepConfig | None = Field(None, description="What `mdrec sweep` tries on validation (backends x modes); "
+                                      "null: no sweep.")
 
     @field_validator("name")
     @classmethod
@@ -908,6 +957,15 @@ class MdrecConfig(StrictModel):
         if not v or "/" in v:
             raise ValueError("must be a non-empty name without '/'")
         return v
+
+    @model_validator(mode="after")
+    def _sweep_models_are_trained(self):
+        if self.sweep is not None and self.sweep.models is not None:
+            known = [m.name for m in self.train.models]
+            for name in self.sweep.models:
+                if name not in known:
+                    raise ValueError(f"sweep.models: {name!r} is not in train.models ({', '.join(known)})")
+        return self
 
     def resolved_run_dir(self) -> str:
         return self.run_dir or f"runs/{self.name}"

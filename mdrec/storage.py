@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from mdrec import __version__
-from mdrec.errors import StorageError
+from mdrec.errors import DataError, StorageError
 
 MARKER = "_COMMITTED.json"
 STAGING = ".staging"
@@ -335,6 +335,20 @@ class Stage:
                 staging.delete()
             raise
         self._commit(staging, fingerprint, meta or {})
+
+    def copy_from(self, source: "Stage") -> None:
+        """Commit a copy of another run directory's committed stage here (same fingerprint), unless
+        this one already holds it: run directories that share a stage's output each own a copy."""
+        record = source.commit_record()
+        if record is None:
+            raise DataError(f"{source.location.uri}: not committed, nothing to copy")
+        if self.is_current(record["fingerprint"]):
+            return
+        meta = {k: v for k, v in record.items() if k not in {"stage", "fingerprint", "committed_at", "mdrec_version",
+                                                              "files"}}
+        with self.writing(record["fingerprint"], meta) as out:
+            for f in record["files"]:
+                out.join(f["path"]).write_bytes(source.location.join(f["path"]).read_bytes())
 
     def _remove_leftovers(self) -> None:
         """Staging folders of this stage left by attempts that were killed (one run per run dir)."""

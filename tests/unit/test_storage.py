@@ -117,3 +117,17 @@ def test_s3_retries_are_configured_and_travel_to_ray_workers(monkeypatch, config
         assert _s3_client().meta.config.retries == {"mode": "standard", "total_max_attempts": attempts}
     finally:
         reset_s3_settings()
+
+
+def test_copy_from_commits_the_same_stage_in_another_run_dir(tmp_path):
+    from mdrec.errors import DataError
+
+    source = RunDir(str(tmp_path / "a")).stage("prepared")
+    with source.writing("fp1", meta={"rows": 3}) as out:
+        out.join("t/x.parquet").write_table(pa.table({"a": [1, 2, 3]}))
+    copy = RunDir(str(tmp_path / "a" / "backends" / "b")).stage("prepared")
+    copy.copy_from(source)
+    assert copy.is_current("fp1") and copy.commit_record()["rows"] == 3
+    assert copy.location.join("t/x.parquet").read_table().column("a").to_pylist() == [1, 2, 3]
+    with pytest.raises(DataError, match="not committed"):
+        RunDir(str(tmp_path / "c")).stage("prepared").copy_from(RunDir(str(tmp_path / "d")).stage("prepared"))

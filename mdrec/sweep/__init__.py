@@ -1,0 +1,1 @@
+"""`mdrec sweep`: choose backend x training mode on validation, then score only the choice on test."""
