@@ -6,10 +6,15 @@
   bias b_shared + b_d, so shared knowledge and domain specifics live in one network.
 - Auxiliary network: a small MLP on the domain embedding and the features, added to the logit,
   so the domain identity acts directly on the prediction.
+- User behaviour (`history: N`, off by default): the paper's features include the user's
+  behaviour sequence, pooled; here the user's last N items before the example, from every domain,
+  mean-pooled and concatenated to the user, item and domain embeddings. This is STAR's user side:
+  under the `context` training mode the synthetic items reach STAR here, and only here.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -22,6 +27,8 @@ class StarConfig(ModelConfig):
     hidden: list[int] = Field([64, 32], description="Hidden sizes of the star-topology FCN.")
     aux_hidden: list[int] = Field([16], description="Hidden sizes of the auxiliary network.")
     momentum: float = Field(0.1, gt=0.0, le=1.0, description="Running-statistics momentum of partitioned normalization.")
+    history: int = Field(0, ge=0, le=512, description="The user's last N items before the example (every domain), "
+                         "mean-pooled into a user-side feature; 0: no behaviour feature (STAR then reads no context).")
 
 
 class _StarLayer(nn.Module):
@@ -45,6 +52,12 @@ class STAR(RecModel):
         super().__init__(config, dims)
         self.embed = FeatureEmbedding(dims, config.embedding_dim)
         d_in, n_dom = self.embed.out_dim, dims.num_domains
+        self.context = None
+        if config.history:
+            # its own table: a history item is evidence about the user, not the candidate's identity
+            self.history_item = nn.Embedding(dims.num_items + 1, config.embedding_dim, padding_idx=dims.num_items)
+            nn.init.normal_(self.history_item.weight, std=0.05)
+            d_in += config.embedding_dim
         self.gamma = nn.Parameter(torch.ones(d_in))
         self.beta = nn.Parameter(torch.zeros(d_in))
         self.domain_gamma = nn.Parameter(torch.ones(n_dom, d_in))
@@ -55,6 +68,20 @@ class STAR(RecModel):
         self.layers = nn.ModuleList(_StarLayer(a, b, n_dom) for a, b in zip(sizes[:-1], sizes[1:]))
         self.aux = mlp([config.embedding_dim + d_in, *config.aux_hidden, 1], config.dropout, last_activation=False)
         self.dropout = nn.Dropout(config.dropout)
+
+    def attach(self, context) -> None:
+        self.context = context
+
+    def _behaviour(self, batch: Batch) -> torch.Tensor:
+        """Mean embedding of each example's history (zeros for a user with none before its time)."""
+        if self.context is None or batch.ts is None:
+            raise RuntimeError("star with history needs the interaction context (attach) and batch.ts")
+        ends = self.context.history_ends(batch.user.cpu().numpy(), batch.ts.cpu().numpy())
+        distinct, inverse = np.unique(ends, return_inverse=True)  # a positive and its negatives share one
+        history = torch.from_numpy(self.context.histories(distinct, self.config.history)).to(batch.user.device)
+        present = (history != self.dims.num_items).unsqueeze(-1).float()
+        pooled = (self.history_item(history) * present).sum(1) / present.sum(1).clamp(min=1.0)
+        return pooled[torch.from_numpy(inverse.reshape(-1)).to(batch.user.device)]
 
     def _normalize(self, h: torch.Tensor, d: int) -> torch.Tensor:
         # Batch statistics of this domain's rows in training (when there are two or more), its
@@ -67,6 +94,8 @@ class STAR(RecModel):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embed(batch)
+        if self.config.history:
+            x = torch.cat([x, self._behaviour(batch)], dim=-1)
         logits = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for d in torch.unique(batch.domain).tolist():
             rows = batch.domain == d

@@ -97,6 +97,38 @@ def test_each_mode_puts_the_rows_where_it_says(modes_run, mode):
             assert (data.synthetic["weight"] == 1.0).all()
 
 
+@pytest.mark.parametrize("history", [0, 5])
+def test_star_reads_the_context_modes_items_through_its_behaviour_feature_only(modes_run, history):
+    """STAR's user side (`history: N`) pools the user's last items: the same weights score a cold
+    user's items differently once the context holds their synthetic rows, and a user without
+    synthetic rows the same. Without the behaviour feature STAR reads no context at all."""
+    from mdrec.models import Batch
+
+    run_dir, _ = modes_run
+    real = load_prepared(RunDir(str(run_dir)), Protocol.cold_start)
+    data = with_variant(real, RunDir(str(run_dir)), arm("context"))
+    params = {**TINY["star"], "history": history}
+    torch.manual_seed(0)
+    plain = build_model("star", params, real.dims, real.context)
+    torch.manual_seed(0)
+    read = build_model("star", params, real.dims, data.context)
+    plain.eval(), read.eval()
+    rows = RunDir(str(run_dir)).stage("synthetic/raw").location.read_table().to_pandas()
+    with_rows = np.unique(rows["user_idx"])[:20]
+    without = np.setdiff1d(np.arange(real.dims.num_users), rows["user_idx"])[:20]
+    users = np.concatenate([with_rows, without])
+    late = np.full(len(users), np.iinfo(np.int64).max // 2)  # after every row, synthetic ones included
+    batch = Batch(user=torch.from_numpy(users), item=torch.full((len(users),), int(rows["item_idx"].iloc[0])),
+                  domain=torch.full((len(users),), int(rows["domain_idx"].iloc[0])), ts=torch.from_numpy(late))
+    with torch.no_grad():
+        before, after = plain(batch).numpy(), read(batch).numpy()
+    changed = ~np.isclose(before, after, atol=1e-6)
+    if history:
+        assert changed[: len(with_rows)].all() and not changed[len(with_rows):].any()
+    else:
+        assert not changed.any()
+
+
 def test_pretrain_keeps_synthetic_positives_for_its_epochs_only():
     assert synthetic_in_loss(0, 1) and not synthetic_in_loss(1, 1) and synthetic_in_loss(7, None)
 
@@ -131,7 +163,8 @@ def test_each_mode_trains_every_family(modes_run, family, mode):
     pairs = None if data.pairs is None else {c: data.pairs[c].to_numpy() for c in data.pairs.columns}
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    model = build_model(family, TINY[family], real.dims, data.context)
+    params = {**TINY[family], **({"history": 5} if family == "star" else {})}  # STAR reads context through it
+    model = build_model(family, params, real.dims, data.context)
     loss_of, optimizer = LossOf(model), make_optimizer(model, 5e-3)
 
     def margin() -> float:  # how much the model prefers each pair's preferred item to its rejected one
