@@ -567,6 +567,10 @@ class ScoringBackendResources(BackendResources):
         "popularity prior on the backend's relevance (SCALR's P(item | history) holds P(item)). 0: the backend's "
         "own ranking. Tune it on the quality table (validation users), per backend: the scores' scales differ.",
     )
+    min_score: float | None = Field(
+        None, description="Write a pick only where its score (after the prior) is at least this: as many rows as the "
+        "backend is sure of (co-occurrence: log(1 + votes), so 1.61 is 4 votes). The quality table still judges every "
+        "pick. null: every pick is written.")
 
 
 class PopularityBackendConfig(BackendResources):

@@ -98,12 +98,15 @@ def fingerprint(cfg: MdrecConfig, prepared_fp: str) -> str:
     # Output depends on these; not on how many actors run, where, or how batches are cut.
     resources = {"num_actors", "cpus_per_actor", "gpus_per_actor", "resources", "label_selector", "batch_size", "env",
                  "model_cache"}
+    generate = cfg.generate.model_dump(mode="json", exclude={"backend": resources,
+                                                             "encoder": {"batch_size", "num_actors", "cpus_per_actor"}})
+    if generate["backend"].get("min_score", 0) is None:
+        del generate["backend"]["min_score"]  # unset: the rows committed before the option existed stay current
     payload = {
         "format": FORMAT, "prepared": prepared_fp, "seed": cfg.seed,
         "protocols": [p.value for p in resolve_protocols(cfg)],
         "model_content": _model_content(cfg),
-        "generate": cfg.generate.model_dump(mode="json", exclude={"backend": resources,
-                                                                  "encoder": {"batch_size", "num_actors", "cpus_per_actor"}}),
+        "generate": generate,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -274,7 +277,8 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     truth = quality.load_truth(loc, targets, source if isinstance(source, WorldSourceConfig) else None, cfg.seed) \
         if Protocol.cold_start in protocols else quality.GroundTruth({})
     writer = _ShardWriter(store, plan, g.budget.per_user, g.backend.type, items, log, truth,
-                          prior=getattr(g.backend, "popularity_prior", 0.0))
+                          prior=getattr(g.backend, "popularity_prior", 0.0),
+                          min_score=getattr(g.backend, "min_score", None))
     for shard in range(plan.num_shards):
         if shard not in done and shard not in expected:
             writer.write(shard, [])  # no selected user hashed here: an empty shard, still 'done'
@@ -363,12 +367,13 @@ class _ShardWriter:
     """Collects streamed results per shard and writes each shard once all its contexts are back."""
 
     def __init__(self, store: ShardStore, plan: ContextPlan, per_user: int, backend: str, items: pd.DataFrame,
-                 log: Log, truth: quality.GroundTruth, prior: float = 0.0):
+                 log: Log, truth: quality.GroundTruth, prior: float = 0.0, min_score: float | None = None):
         self.store, self.plan, self.per_user, self.backend, self.log = store, plan, per_user, backend, log
         self.truth = truth
         self.item_ids = items["item_id"].to_numpy(object)
         self.model = ""
         self.prior = prior  # the backend's popularity_prior, where it has one
+        self.min_score = min_score  # picks scoring lower are judged (quality) but not written
         self.buffers: dict[int, dict[int, dict]] = defaultdict(dict)
         self.partials: dict[int, dict[int, dict]] = {}
         self.written = 0
@@ -443,6 +448,8 @@ class _ShardWriter:
             tokens_in += r["prompt_tokens"]
             tokens_out += r["generated_tokens"]
             for rank, (item, score) in enumerate(zip(r["chosen"][: self.per_user], r["scores"]), start=1):
+                if self.min_score is not None and score < self.min_score:
+                    continue
                 cols["user_id"].append(r["user_id"])
                 cols["item_id"].append(self.item_ids[item])
                 cols["domain"].append(self.plan.domain_names[r["target_idx"]])

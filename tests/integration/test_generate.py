@@ -255,3 +255,24 @@ def test_pick_precision_tool_counts_fewer_picks_as_the_threshold_rises(backend_r
     assert all(b["precision"] is None or 0 <= b["precision"] <= 1 for b in out["by_threshold"])
     cold = rows[rows["protocol"] == "cold_start"]
     assert out["validation_users"] <= cold["user_idx"].nunique()  # validation users only, never test ones
+
+
+def test_min_score_writes_only_the_picks_the_backend_is_sure_of(backend_runs, prepared, tmp_path):
+    """generate.backend.min_score: the same backend and candidates, minus the picks scoring below it;
+    the quality table still judges every pick, so it matches the run without the threshold."""
+    import numpy as np
+
+    _, report, rows = backend_runs["cooccurrence"]
+    threshold = float(np.median(rows["score"]))
+    run_dir = fresh_run(prepared, tmp_path)
+    cfg = generate_config("cooccurrence", candidates={"size": 20, "popular": 5, "cooccurring": 10})
+    cfg["generate"]["backend"]["min_score"] = threshold
+    code, _, err = run_cli("generate", write_config(tmp_path / "c.yaml", cfg), "--run-dir", str(run_dir))
+    assert code == 0, err
+    sure = pd.read_parquet(run_dir / "synthetic" / "raw")
+    expected = rows[rows["score"] >= threshold]
+    assert 0 < len(sure) == len(expected) < len(rows)
+    assert set(zip(sure["protocol"], sure["user_idx"], sure["item_idx"])) == \
+        set(zip(expected["protocol"], expected["user_idx"], expected["item_idx"]))
+    again = json.loads((run_dir / "synthetic" / "generate_report.json").read_text())
+    assert again["rows"] == len(sure) and again["quality"] == report["quality"]
