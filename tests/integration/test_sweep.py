@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mdrec.significance import holm
 from tests.conftest import run_cli
 from tests.integration.conftest import world_config, write_config
 from tests.tiny_models import TINY
@@ -92,6 +93,10 @@ def test_only_the_choice_is_scored_on_test(swept):
     music = comparison[comparison["domain"] == "Music"]
     assert set(music["variant"]) == {pick["ceiling"], *([pick["pick"]] if pick["pick"] != "real" else [])}
     assert (music["seeds"] == 2).all()
+    # Holm within each family: the picks' comparisons, and apart the ceilings'
+    assert comparison["ceiling"].tolist() == (comparison["variant"] == pick["ceiling"]).tolist()
+    for _, rows in comparison.groupby("ceiling"):
+        assert rows["ndcg@10_p_holm"].tolist() == pytest.approx(holm(rows["ndcg@10_p"].to_numpy()).tolist())
     report = (run / "sweep" / "test" / "report.md").read_text()
     assert "| cold_start | lightgcn | popularity:raw+context |" in report  # the validation table, every arm
     assert "Test: what validation picked" in report and pick["ceiling"] in out
