@@ -20,13 +20,15 @@ def _value(v: float) -> str:
 
 def validation_table(values: pd.DataFrame, picks: list[Pick]) -> str:
     chosen = {(p.protocol, p.model): p.pick for p in picks}
+    ceiling = {(p.protocol, p.model): p.ceiling for p in picks}
     lines = ["| protocol | model | arm | seeds | cold domains | Δ vs real | other domains | |", "|" + "---|" * 8]
     for (protocol, model), rows in values.groupby(["protocol", "model"], sort=True):
         real = rows.loc[rows["arm"] == REAL, "cold"]
         base = float(real.iloc[0]) if len(real) else float("nan")
         rows = rows.assign(first=rows["arm"] != REAL).sort_values(["first", "cold"], ascending=[True, False])
         for r in rows.itertuples():
-            mark = "picked" if chosen.get((protocol, model)) == r.arm else ("ceiling (oracle)" if r.oracle else "")
+            mark = "picked" if chosen.get((protocol, model)) == r.arm else \
+                "ceiling" if ceiling.get((protocol, model)) == r.arm else "oracle" if r.oracle else ""
             delta = "" if r.arm == REAL else f"{r.cold - base:+.4f}"
             lines.append(f"| {protocol} | {model} | {r.arm} | {int(r.seeds)} | {_value(r.cold)} | {delta} | "
                          f"{_value(r.other)} | {mark} |")
