@@ -44,6 +44,13 @@ def arm_values(validation: pd.DataFrame, cold_domains: list[str]) -> pd.DataFram
     out = by_seed.groupby(level=["protocol", "model", "arm", "oracle"]).agg(["mean", "count"])
     values = pd.DataFrame({"cold": out[(True, "mean")], "other": out[(False, "mean")],
                            "seeds": out[(True, "count")]}).reset_index()
+    # Seed by seed against real-only (same protocol, model and seed): the same seed draws the same
+    # initial weights and batches, so this is the paired view of the spread.
+    cold = by_seed[True].reset_index()
+    real = cold[cold["arm"] == REAL][["protocol", "model", "seed", True]].rename(columns={True: "real"})
+    paired = cold.merge(real, on=["protocol", "model", "seed"])
+    better = (paired[True] > paired["real"]).groupby([paired["protocol"], paired["model"], paired["arm"]]).sum()
+    values["seeds_better"] = [int(better.get((r.protocol, r.model, r.arm), 0)) for r in values.itertuples()]
     return values
 
 
@@ -62,7 +69,10 @@ class Pick:
         return asdict(self)
 
 
-def choose(values: pd.DataFrame, max_other_drop: float) -> list[Pick]:
+def choose(values: pd.DataFrame, max_other_drop: float, min_gain: float = 0.0) -> list[Pick]:
+    """Per protocol and model: the eligible arm with the best cold value. Eligible: not an oracle,
+    more than `min_gain` over real-only, better than real-only in every validation seed, and the
+    other domains within `max_other_drop` of real-only's."""
     picks = []
     for (protocol, model), rows in values.groupby(["protocol", "model"], sort=True):
         rows = rows.set_index("arm")
@@ -70,7 +80,7 @@ def choose(values: pd.DataFrame, max_other_drop: float) -> list[Pick]:
             continue
         real = rows.loc[REAL]
         order = [REAL] + [a for a in rows.index if a != REAL]  # real first: ties keep it
-        best, skipped = REAL, []
+        best, skipped, unsure = REAL, [], []
         for arm in order[1:]:
             row = rows.loc[arm]
             if row["oracle"]:
@@ -78,6 +88,10 @@ def choose(values: pd.DataFrame, max_other_drop: float) -> list[Pick]:
             if not math.isnan(row["other"]) and not math.isnan(real["other"]) and \
                     row["other"] < real["other"] * (1 - max_other_drop):
                 skipped.append(arm)
+                continue
+            if row["cold"] - real["cold"] <= min_gain or row["seeds_better"] < row["seeds"]:
+                if row["cold"] > real["cold"]:
+                    unsure.append(arm)
                 continue
             if row["cold"] > rows.loc[best, "cold"]:
                 best = arm
@@ -89,6 +103,9 @@ def choose(values: pd.DataFrame, max_other_drop: float) -> list[Pick]:
             why = f"highest cold-domain validation value, {rows.loc[best, 'cold'] - real['cold']:+.4f} over real-only"
         if skipped:
             why += f"; not eligible (other domains more than {max_other_drop:.0%} worse): {', '.join(skipped)}"
+        if unsure:
+            why += (f"; above real-only but by no more than {min_gain:g} or not in every seed: "
+                    f"{', '.join(unsure)}")
         picks.append(Pick(str(protocol), str(model), best, float(rows.loc[best, "cold"]), float(real["cold"]),
                           ceiling, None if ceiling is None else float(oracle.loc[ceiling, "cold"]), why))
     return picks

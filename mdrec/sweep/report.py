@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from mdrec.config import SweepConfig
 from mdrec.report import compare, tables
 from mdrec.significance import format_p, holm
 from mdrec.storage import RunDir
@@ -21,7 +22,8 @@ def _value(v: float) -> str:
 def validation_table(values: pd.DataFrame, picks: list[Pick]) -> str:
     chosen = {(p.protocol, p.model): p.pick for p in picks}
     ceiling = {(p.protocol, p.model): p.ceiling for p in picks}
-    lines = ["| protocol | model | arm | seeds | cold domains | Δ vs real | other domains | |", "|" + "---|" * 8]
+    lines = ["| protocol | model | arm | seeds | cold domains | Δ vs real | seeds better | other domains | |",
+             "|" + "---|" * 9]
     for (protocol, model), rows in values.groupby(["protocol", "model"], sort=True):
         real = rows.loc[rows["arm"] == REAL, "cold"]
         base = float(real.iloc[0]) if len(real) else float("nan")
@@ -30,7 +32,8 @@ def validation_table(values: pd.DataFrame, picks: list[Pick]) -> str:
             mark = "picked" if chosen.get((protocol, model)) == r.arm else \
                 "ceiling" if ceiling.get((protocol, model)) == r.arm else "oracle" if r.oracle else ""
             delta = "" if r.arm == REAL else f"{r.cold - base:+.4f}"
-            lines.append(f"| {protocol} | {model} | {r.arm} | {int(r.seeds)} | {_value(r.cold)} | {delta} | "
+            better = "" if r.arm == REAL else f"{int(r.seeds_better)}/{int(r.seeds)}"
+            lines.append(f"| {protocol} | {model} | {r.arm} | {int(r.seeds)} | {_value(r.cold)} | {delta} | {better} | "
                          f"{_value(r.other)} | {mark} |")
     return "\n".join(lines)
 
@@ -43,15 +46,17 @@ def picks_table(picks: list[Pick]) -> str:
     return "\n".join(lines)
 
 
-def validation_report(values: pd.DataFrame, picks: list[Pick], max_other_drop: float) -> str:
+def validation_report(values: pd.DataFrame, picks: list[Pick], sweep: SweepConfig) -> str:
     return "\n".join([
         "# mdrec sweep: validation", "",
         "Every arm (real-only, or a backend's rows under a training mode) trained with the validation seeds. "
         "`cold domains`: the early-stopping metric at each run's best epoch on the cold domains' validation cases, "
         "mean over cold domains then seeds; `other domains`: the same on the rest (empty under cold_start, whose "
-        "validation cases are all in cold domains). Per protocol and model the pick is the highest cold value among "
-        f"arms whose other domains lose at most {max_other_drop:.0%} (real-only wins ties; oracle arms are ceilings, "
-        "never picked). No test case was read.", "",
+        "validation cases are all in cold domains); `seeds better`: validation seeds in which the arm beats real-only. "
+        "Per protocol and model the pick is the highest cold value among arms more than "
+        f"{sweep.min_gain:g} above real-only, better in every validation seed, and whose other domains lose at most "
+        f"{sweep.max_other_drop:.0%} (real-only wins ties; oracle arms are ceilings, never picked). No test case was "
+        "read.", "",
         validation_table(values, picks), "", "## Picks", "", picks_table(picks), ""])
 
 

@@ -94,14 +94,14 @@ def validate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Log
             trained.append((arm, metrics))
     validation = picking.validation_frame(trained)
     values = picking.arm_values(validation, cold_domains(run_dir))
-    picks = picking.choose(values, sweep.max_other_drop)
+    picks = picking.choose(values, sweep.max_other_drop, sweep.min_gain)
     for p in picks:
         log(f"sweep: {p.protocol} {p.model}: validation picks {p.pick} ({p.why})")
     _commit(run_dir, VALIDATION, {
         "validation.csv": validation.to_csv(index=False).encode(),
         "arms.csv": values.to_csv(index=False).encode(),
         "picks.json": json.dumps([p.as_dict() for p in picks], indent=2).encode(),
-        "report.md": validation_report(values, picks, sweep.max_other_drop).encode(),
+        "report.md": validation_report(values, picks, sweep).encode(),
     })
     return {"validation": validation, "values": values, "picks": picks}
 

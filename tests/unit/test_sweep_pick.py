@@ -18,12 +18,12 @@ def frame(rows: list[tuple]) -> pd.DataFrame:
 def test_the_best_cold_arm_is_picked_and_the_oracle_is_the_ceiling():
     values = arm_values(frame([
         ("real", False, 0, "Food", 0.20), ("real", False, 1, "Food", 0.22),
-        ("cooc:raw", False, 0, "Food", 0.24), ("cooc:raw", False, 1, "Food", 0.22),  # mean 0.23
+        ("cooc:raw", False, 0, "Food", 0.24), ("cooc:raw", False, 1, "Food", 0.23),  # mean 0.235
         ("cooc:raw+context", False, 0, "Food", 0.22), ("cooc:raw+context", False, 1, "Food", 0.22),
         ("oracle:raw", True, 0, "Food", 0.40), ("oracle:raw", True, 1, "Food", 0.40),
     ]), cold_domains=["Food"])
     [pick] = choose(values, max_other_drop=0.01)
-    assert (pick.pick, round(pick.value, 4), round(pick.real, 4)) == ("cooc:raw", 0.23, 0.21)
+    assert (pick.pick, round(pick.value, 4), round(pick.real, 4)) == ("cooc:raw", 0.235, 0.21)
     assert (pick.ceiling, pick.ceiling_value) == ("oracle:raw", 0.40)
 
 
@@ -43,3 +43,16 @@ def test_an_arm_that_costs_the_other_domains_too_much_is_not_picked():
     assert pick.pick == "b:raw" and "a:raw" in pick.why
     [loose] = choose(values, max_other_drop=0.05)
     assert loose.pick == "a:raw"
+
+
+def test_a_gain_within_min_gain_or_not_in_every_seed_keeps_real_only():
+    values = arm_values(frame([
+        ("real", False, 0, "Food", 0.20), ("real", False, 1, "Food", 0.20),
+        ("a:raw", False, 0, "Food", 0.26), ("a:raw", False, 1, "Food", 0.19),  # +0.025 in the mean, 1 of 2 seeds
+        ("b:raw", False, 0, "Food", 0.205), ("b:raw", False, 1, "Food", 0.206),  # +0.0055, both seeds
+    ]), ["Food"])
+    assert values.set_index("arm").loc[["a:raw", "b:raw"], "seeds_better"].tolist() == [1, 2]
+    [pick] = choose(values, max_other_drop=0.01)
+    assert pick.pick == "b:raw" and "a:raw" in pick.why  # the larger mean is not in every seed
+    [strict] = choose(values, max_other_drop=0.01, min_gain=0.01)
+    assert strict.pick == "real" and "b:raw" in strict.why
