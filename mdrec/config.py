@@ -966,15 +966,6 @@ class MdrecConfig(StrictModel):
             raise ValueError("must be a non-empty name without '/'")
         return v
 
-    @model_validator(mode="after")
-    def _sweep_models_are_trained(self):
-        if self.sweep is not None and self.sweep.models is not None:
-            known = [m.name for m in self.train.models]
-            for name in self.sweep.models:
-                if name not in known:
-                    raise ValueError(f"sweep.models: {name!r} is not in train.models ({', '.join(known)})")
-        return self
-
     def resolved_run_dir(self) -> str:
         return self.run_dir or f"runs/{self.name}"
 

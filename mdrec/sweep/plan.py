@@ -33,9 +33,15 @@ class SweepArm:
 
 
 def sweep_of(cfg: MdrecConfig) -> SweepConfig:
+    """The config's sweep section, checked against the rest of the config (only `mdrec sweep` reads it,
+    so a config whose train.models is overridden for another command still loads)."""
     if cfg.sweep is None:
         raise ConfigError("sweep: the config has no sweep section (e.g. sweep: {backends: {cooccurrence: "
                           "{type: cooccurrence}}})")
+    known = [m.name for m in cfg.train.models]
+    for name in cfg.sweep.models or []:
+        if name not in known:
+            raise ConfigError(f"sweep.models: {name!r} is not in train.models ({', '.join(known)})")
     return cfg.sweep
 
 

@@ -161,6 +161,8 @@ def run_sweep(cfg: MdrecConfig, run_dir: RunDir, *, phase: Phase = Phase.all, fo
     from mdrec.ray_session import ensure_ray
 
     plan.sweep_of(cfg)  # a config without a sweep section fails here, before Ray starts
+    if phase is Phase.test:
+        read_picks(run_dir)  # as does a test pass with no validation pass to read
     ensure_ray(cfg.ray)
     out = {}
     if phase in (Phase.validate, Phase.all):

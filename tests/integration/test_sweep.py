@@ -109,6 +109,14 @@ def test_a_test_pass_before_validation_and_a_config_without_sweep_fail_in_one_li
     assert code != 0
     [line] = err.strip().splitlines()
     assert "sweep/validation" in line and "--phase validate" in line
+    cfg["sweep"]["models"] = ["bert"]  # not a model of train.models: refused by `mdrec sweep` only
+    code, _, err = run_cli("sweep", write_config(tmp_path / "b.yaml", cfg), "--run-dir", str(tmp_path / "b"))
+    assert code != 0
+    [line] = err.strip().splitlines()
+    assert "sweep.models" in line and "'bert'" in line and "lightgcn" in line
+    assert not (tmp_path / "b").exists()
+    code, _, err = run_cli("config", str(tmp_path / "b.yaml"))
+    assert code == 0, err
     del cfg["sweep"]
     code, _, err = run_cli("sweep", write_config(tmp_path / "n.yaml", cfg), "--run-dir", str(tmp_path / "n"))
     assert code != 0
