@@ -38,16 +38,18 @@ class Arm:
         return name if self.denoise is None else f"{name}+{self.denoise.suffix}"
 
 
-def arms(cfg: MdrecConfig) -> list[Arm]:
-    """real first, then each augmented variant under each mode, in config order."""
+def augmented_arm(variant: Variant, mode: SyntheticModeSpec, denoise: DenoiseConfig | None) -> Arm:
+    """The arm of an augmented variant under a mode: denoising applies only where the mode puts
+    synthetic rows in the loss (a context arm never becomes +tce)."""
     from mdrec.train.synthetic import build_mode
 
-    def arm(variant: Variant, mode: SyntheticModeSpec) -> Arm:
-        denoise = cfg.train.synthetic.denoise
-        in_loss = build_mode(mode.name, mode.params).loss_weight() is not None
-        return Arm(variant, mode, denoise if in_loss else None)
+    in_loss = build_mode(mode.name, mode.params).loss_weight() is not None
+    return Arm(variant, mode, denoise if in_loss else None)
 
-    return [Arm(v, None) if v is Variant.real else arm(v, mode)
+
+def arms(cfg: MdrecConfig) -> list[Arm]:
+    """real first, then each augmented variant under each mode, in config order."""
+    return [Arm(v, None) if v is Variant.real else augmented_arm(v, mode, cfg.train.synthetic.denoise)
             for v in cfg.train.variants for mode in ([None] if v is Variant.real else cfg.train.synthetic.modes)]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
@@ -145,6 +146,16 @@ def mlp(sizes: list[int], dropout: float, last_activation: bool = True) -> nn.Se
 def domain_towers(d_in: int, hidden: list[int], dropout: float, num_domains: int) -> nn.ModuleList:
     """One small MLP per domain, each ending in a single logit."""
     return nn.ModuleList(mlp([d_in, *hidden, 1], dropout, last_activation=False) for _ in range(num_domains))
+
+
+def distinct_histories(context, batch: Batch, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's distinct histories (the last `length` items before each example's time, every
+    domain; n x length, padded with num_items) and, per example, which one is its own: a positive
+    and its negatives, or a case and its candidates, share one history and are encoded once."""
+    ends = context.history_ends(batch.user.cpu().numpy(), batch.ts.cpu().numpy())
+    distinct, inverse = np.unique(ends, return_inverse=True)
+    history = torch.from_numpy(context.histories(distinct, length))
+    return history.to(batch.user.device), torch.from_numpy(inverse.reshape(-1)).to(batch.user.device)
 
 
 class FeatureEmbedding(nn.Module):

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 
-from mdrec.models.base import Batch, Dims, ModelConfig, RecModel, register
+from mdrec.models.base import Batch, Dims, ModelConfig, RecModel, distinct_histories, register
 
 BUCKETS = (4, 8, 16, 32, 64, 128, 256)
 
@@ -67,10 +66,7 @@ class SASRec(RecModel):
         """The distinct histories of the batch (n, max_len) and, per example, which one is its own."""
         if self.context is None or batch.ts is None:
             raise RuntimeError("sasrec needs the interaction context (attach) and batch.ts")
-        ends = self.context.history_ends(batch.user.cpu().numpy(), batch.ts.cpu().numpy())
-        distinct, inverse = np.unique(ends, return_inverse=True)
-        history = torch.from_numpy(self.context.histories(distinct, self.config.max_len))
-        return history.to(batch.user.device), torch.from_numpy(inverse.reshape(-1)).to(batch.user.device)
+        return distinct_histories(self.context, batch, self.config.max_len)
 
     def encode(self, history: torch.Tensor) -> torch.Tensor:
         """(n, L) left-padded item ids -> (n, d): the state after the newest item."""

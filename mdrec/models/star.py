@@ -14,13 +14,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from mdrec.models.base import Batch, Dims, FeatureEmbedding, ModelConfig, RecModel, mlp, register
+from mdrec.models.base import Batch, Dims, FeatureEmbedding, ModelConfig, RecModel, distinct_histories, mlp, register
 
 
 class StarConfig(ModelConfig):
@@ -76,12 +75,10 @@ class STAR(RecModel):
         """Mean embedding of each example's history (zeros for a user with none before its time)."""
         if self.context is None or batch.ts is None:
             raise RuntimeError("star with history needs the interaction context (attach) and batch.ts")
-        ends = self.context.history_ends(batch.user.cpu().numpy(), batch.ts.cpu().numpy())
-        distinct, inverse = np.unique(ends, return_inverse=True)  # a positive and its negatives share one
-        history = torch.from_numpy(self.context.histories(distinct, self.config.history)).to(batch.user.device)
+        history, inverse = distinct_histories(self.context, batch, self.config.history)
         present = (history != self.dims.num_items).unsqueeze(-1).float()
         pooled = (self.history_item(history) * present).sum(1) / present.sum(1).clamp(min=1.0)
-        return pooled[torch.from_numpy(inverse.reshape(-1)).to(batch.user.device)]
+        return pooled[inverse]
 
     def _normalize(self, h: torch.Tensor, d: int) -> torch.Tensor:
         # Batch statistics of this domain's rows in training (when there are two or more), its

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mdrec.config import MdrecConfig, ModelSpec, SweepConfig, SyntheticModeSpec, Variant
 from mdrec.errors import ConfigError
-from mdrec.experiment import Arm
+from mdrec.experiment import Arm, augmented_arm
 from mdrec.storage import RunDir
 
 REAL = Variant.real.value
@@ -52,15 +52,12 @@ def modes_of(cfg: MdrecConfig) -> list[SyntheticModeSpec]:
 def sweep_arms(cfg: MdrecConfig) -> list[SweepArm]:
     """real first, then for each backend every mode (times every denoising choice where the mode
     puts synthetic rows in the loss), in config order."""
-    from mdrec.train.synthetic import build_mode
-
     sweep = sweep_of(cfg)
     found = [SweepArm(None, Arm(Variant.real, None))]
     for name, backend in sweep.backends.items():
         for mode in modes_of(cfg):
-            in_loss = build_mode(mode.name, mode.params).loss_weight() is not None
-            for denoise in (sweep.denoise if in_loss else [None]):
-                arm = SweepArm(name, Arm(sweep.variant, mode, denoise), oracle=backend.type == "oracle")
+            for denoise in sweep.denoise:  # a mode that keeps rows out of the loss gives one arm for all
+                arm = SweepArm(name, augmented_arm(sweep.variant, mode, denoise), oracle=backend.type == "oracle")
                 if arm.name not in {a.name for a in found}:
                     found.append(arm)
     return found
