@@ -11,6 +11,7 @@ from mdrec.config import SweepConfig
 from mdrec.report import compare, tables
 from mdrec.significance import format_p, holm
 from mdrec.storage import RunDir
+from mdrec.sweep.lift import lift_table
 from mdrec.sweep.pick import Pick
 from mdrec.sweep.plan import REAL
 
@@ -60,7 +61,8 @@ def validation_report(values: pd.DataFrame, picks: list[Pick], sweep: SweepConfi
         validation_table(values, picks), "", "## Picks", "", picks_table(picks), ""])
 
 
-def test_report(run_dir: RunDir, picks: list[Pick], cases: pd.DataFrame, long: pd.DataFrame) -> dict:
+def test_report(run_dir: RunDir, picks: list[Pick], cases: pd.DataFrame, long: pd.DataFrame,
+                lift: pd.DataFrame | None = None) -> dict:
     """Markdown and tables of the test pass: real-only against each pick and ceiling, case by case."""
     summary = tables.aggregate(long)
     comparison = compare.compare(cases, summary)
@@ -81,11 +83,19 @@ def test_report(run_dir: RunDir, picks: list[Pick], cases: pd.DataFrame, long: p
              "beats real-only.", ""]
     for domain, table in compare.comparison_tables(comparison).items():
         parts += [f"### {domain} ({roles[domain]} domain)", "", table, ""]
+    if lift is not None and not lift.empty:
+        parts += ["### Where the lift comes from", "",
+                  "Each scored arm's test cases split by the rows its backend wrote for the case's user: the "
+                  "case's answer among them, other rows only, or none (NDCG@10 per case averaged over the test "
+                  "seeds). A backend that re-tells the data writes answers the real-only model already ranks "
+                  "high; rows that tell the model something new lift cases whose answer they never wrote.", "",
+                  lift_table(lift), ""]
     for domain, table in tables.domain_tables(summary).items():
         parts += [f"### {domain}: every scored run", "", table, ""]
     if comparison.empty:
         parts += ["Validation picked real-only everywhere and no oracle arm was swept: nothing to compare.", ""]
-    return {"markdown": "\n".join(parts), "summary": summary, "comparison": comparison}
+    return {"markdown": "\n".join(parts), "summary": summary, "comparison": comparison,
+            "lift": lift if lift is not None else pd.DataFrame()}
 
 
 def headline(comparison: pd.DataFrame) -> list[str]:

@@ -20,6 +20,7 @@ from mdrec.data.schema import Protocol
 from mdrec.errors import DataError
 from mdrec.experiment import RunKey
 from mdrec.storage import RunDir
+from mdrec.sweep import lift
 from mdrec.sweep import pick as picking
 from mdrec.sweep import plan
 from mdrec.sweep.plan import SweepArm
@@ -148,12 +149,28 @@ def test(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log: Log = l
     cases = pd.concat([collect.test_cases(home, [m]).assign(variant=arm.name) for arm, home, m in evaluations],
                       ignore_index=True)
     long = collect.test_metrics([{**m, "variant": arm.name} for arm, _, m in evaluations])
-    report = test_report(run_dir, picks, cases, long)
+    report = test_report(run_dir, picks, cases, long, _lift(run_dir, evaluations, cases))
     _commit(run_dir, TEST, {"report.md": report["markdown"].encode(),
                             "summary.csv": report["summary"].to_csv(index=False).encode(),
-                            "comparison.csv": report["comparison"].to_csv(index=False).encode()})
+                            "comparison.csv": report["comparison"].to_csv(index=False).encode(),
+                            "lift_by_rows.csv": report["lift"].to_csv(index=False).encode()})
     log(f"sweep: report {run_dir.stage(TEST).location.join('report.md').uri}")
     return report
+
+
+def _lift(run_dir: RunDir, evaluations: list[tuple[SweepArm, RunDir, dict]], cases: pd.DataFrame) -> pd.DataFrame:
+    """Each scored augmented arm's test lift, split by whether its backend wrote the case's answer."""
+    targets: dict[str, pd.DataFrame] = {}
+    groups = {}
+    for arm, home, m in evaluations:
+        protocol = str(m["protocol"])
+        if arm.backend is None or (arm.name, protocol) in groups:
+            continue
+        if protocol not in targets:
+            targets[protocol] = lift.test_targets(run_dir, protocol)
+        groups[(arm.name, protocol)] = lift.case_groups(
+            targets[protocol], lift.written_rows(home, arm.arm.variant.value, protocol))
+    return lift.lift_by_group(cases, groups, plan.REAL)
 
 
 def run_sweep(cfg: MdrecConfig, run_dir: RunDir, *, phase: Phase = Phase.all, force: bool = False,

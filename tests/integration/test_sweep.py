@@ -123,3 +123,23 @@ def test_a_test_pass_before_validation_and_a_config_without_sweep_fail_in_one_li
     [line] = err.strip().splitlines()
     assert "sweep" in line and "backends" in line
     assert not (tmp_path / "n").exists()
+
+def test_the_test_lift_is_split_by_whether_the_backend_wrote_the_answer(swept):
+    run, _, _, _ = swept
+    [pick] = json.loads((run / "sweep" / "validation" / "picks.json").read_text())
+    lift = pd.read_csv(run / "sweep" / "test" / "lift_by_rows.csv")
+    comparison = pd.read_csv(run / "sweep" / "test" / "comparison.csv")
+    assert set(lift["arm"]) == set(comparison["variant"])  # every scored augmented arm, real-only never
+    cases = pd.read_parquet(run / "prepared" / "cases")
+    test = cases[(cases["protocol"] == "cold_start") & (cases["split"] == "test")]
+    oracle = pd.read_parquet(run / "backends" / "oracle" / "synthetic" / "raw", columns=["user_idx", "item_idx"])
+    written = set(zip(oracle["user_idx"], oracle["item_idx"]))
+    answered = sum((u, i) in written for u, i in zip(test["user_idx"], test["item_idx"]))
+    ceiling = lift[lift["arm"] == pick["ceiling"]]
+    assert ceiling.loc[ceiling["group"] == "answer among the user's rows", "cases"].sum() == answered
+    for (arm, domain), rows in lift.groupby(["arm", "domain"]):
+        row = comparison[(comparison["variant"] == arm) & (comparison["domain"] == domain)].iloc[0]
+        # the groups partition the domain's cases, and their parts add up to the whole difference
+        assert rows["cases"].sum() == row["cases"]
+        assert (rows["delta"] * rows["share"]).sum() == pytest.approx(row["ndcg@10_delta"], abs=1e-9)
+    assert "Where the lift comes from" in (run / "sweep" / "test" / "report.md").read_text()
