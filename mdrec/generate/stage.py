@@ -44,6 +44,7 @@ from mdrec.generate.cooccurrence import cooccurrence_matrix, visible_rows
 from mdrec.generate.contexts import (ContextPlan, SelectionRule, build_contexts, selection_histograms,
                                      threshold_for)
 from mdrec.generate.histories import build_histories
+from mdrec.generate.titles import check_titles
 from mdrec.generate.shard_store import ShardStore
 from mdrec.storage import RunDir
 from mdrec.tally import tally_counts
@@ -216,7 +217,6 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
         return report
     from mdrec.ray_session import ensure_ray
 
-    ensure_ray(cfg.ray)
     g = cfg.generate
     started = time.perf_counter()
     loc = prepared.location
@@ -224,6 +224,8 @@ def run_generate(cfg: MdrecConfig, run_dir: RunDir, *, force: bool = False, log:
     domains = loc.join("domains.parquet").read_table().to_pandas()
     ranges = {int(r.domain_idx): (int(r.item_idx_start), int(r.item_idx_end)) for r in domains.itertuples()}
     protocols, targets = resolve_protocols(cfg), resolve_targets(cfg, domains)
+    check_titles(cfg, items, domains, targets, loc.join("items.parquet").uri)  # before Ray and any work
+    ensure_ray(cfg.ray)
     store = ShardStore(run_dir.file(".generate", fp[:16]))
     if force:
         store.location.delete()

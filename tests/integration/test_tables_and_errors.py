@@ -159,6 +159,22 @@ def test_bad_input_is_one_line_naming_the_problem(ray_session, tmp_path, kind, m
     assert not list((tmp_path / "run" / ".staging").glob("*")) if (tmp_path / "run" / ".staging").exists() else True
 
 
+def test_a_backend_that_reads_titles_stops_before_work_on_a_catalog_without_any(ray_session, tmp_path):
+    """A world whose items have no titles: the semantic backend fails in one line naming the target
+    domain and how many of its items lack a title, and nothing of the generate stage is left."""
+    raw = world_config(users=80)
+    raw["data"]["source"]["missing_title_rate"] = 1.0
+    raw["generate"] = {"backend": {"type": "semantic"}, "candidates": {"size": 10, "popular": 10}}
+    cfg = write_config(tmp_path / "c.yaml", raw)
+    run = tmp_path / "run"
+    assert run_cli("prepare", cfg, "--run-dir", str(run))[0] == 0
+    code, out, err = run_cli("generate", cfg, "--run-dir", str(run))
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: ") and "Traceback" not in err, err
+    assert "target domain 'Music' has none" in last and "items lack a title" in last and "popularity" in last
+    assert not (run / "synthetic").exists() and not (run / ".generate").exists()
+
+
 def test_missing_s3_bucket(ray_session, tmp_path, s3_server):
     cfg = write_config(tmp_path / "c.yaml", world_config(users=50))
     code, out, err = run_cli("prepare", cfg, "--run-dir", "s3://no-such-bucket/run")
