@@ -298,6 +298,13 @@ class ModelSpec(StrictModel):
         default_factory=ModelTraining, description="Training settings of this model alone, over train's "
         "(lr, weight_decay, epochs, negatives_per_positive).")
 
+    @model_validator(mode="after")
+    def _known(self):
+        from mdrec.models.base import model_params  # the registry: a wrong name or parameter fails at load
+
+        model_params(self.name, self.params)
+        return self
+
 
 class SyntheticModeSpec(StrictModel):
     """One way to train on synthetic rows (a mode of mdrec/train/synthetic and its parameters)."""

@@ -110,23 +110,32 @@ def register(name: str):
     return add
 
 
-def build_model(name: str, params: dict, dims: Dims, context: "InteractionContext | None" = None) -> RecModel:
-    from mdrec.errors import ConfigError
-    from mdrec.models import load_all  # noqa: F401 - fills the registry
-
-    load_all()
-    if name not in MODELS:
-        raise ConfigError(f"unknown model '{name}' (known: {', '.join(sorted(MODELS))})")
-    cls = MODELS[name]
+def model_params(name: str, params: dict) -> ModelConfig:
+    """The model's parameters, validated by its config class; ValueError in one line for an
+    unknown model or parameter (the config's ModelSpec checks this when a config loads)."""
     from pydantic import ValidationError
 
+    from mdrec.models import load_all
+
+    load_all()  # fills the registry
+    if name not in MODELS:
+        raise ValueError(f"unknown model '{name}' (known: {', '.join(sorted(MODELS))})")
     try:
-        config = cls.config_class.model_validate(params)
+        return MODELS[name].config_class.model_validate(params)
     except ValidationError as e:
         from mdrec.config import format_validation_error
 
-        raise ConfigError(format_validation_error(e, f"model '{name}'")) from None
-    model = cls(config, dims)
+        raise ValueError(format_validation_error(e, f"model '{name}'")) from None
+
+
+def build_model(name: str, params: dict, dims: Dims, context: "InteractionContext | None" = None) -> RecModel:
+    from mdrec.errors import ConfigError
+
+    try:
+        config = model_params(name, params)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    model = MODELS[name](config, dims)
     if context is not None:
         model.attach(context)
     return model

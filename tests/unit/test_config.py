@@ -68,6 +68,10 @@ def test_override_can_switch_source_type(tmp_path):
         (["train.models=[{name: star, train: {lr: 0}}]"], "'train.models.0.train.lr'"),
         (["train.models=[{name: star, train: {momentum: 0.9}}]"], "train.models.0.train.momentum"),
         (["train.weight_decay=-1"], "'train.weight_decay'"),
+        # the model registry and each model's parameters are checked when the config loads
+        (["train.models=[{name: bogusmodel}]"], "'train.models.0': Value error, unknown model 'bogusmodel' (known: "),
+        (["train.models=[{name: sasrec, params: {bogus: 1}}]"], "model 'sasrec': unknown key 'bogus'"),
+        (["train.models=[{name: star, params: {dropout: 2}}]"], "model 'star'"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(tmp_path, overrides, message):
