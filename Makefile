@@ -1,5 +1,6 @@
 # Quick start:  make demo   (set up, then run the demo pipeline)
 #               make test   (set up, then run the whole test suite)
+#               make bench  (the prepare benchmark; make bench-quick: every benchmark's --quick)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 # pip's index settings on some machines print one warning per package; keep real errors.
 PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-quick clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,13 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/prepare.py
+
+# One JSON line per benchmark on stdout, in a few minutes: each script's --quick checks it end to end.
+# recbole_peer.py has none (it needs RecBole's own venv; train.py --quick skips RecBole).
+QUICK_BENCHMARKS := $(filter-out benchmarks/recbole_peer.py,$(wildcard benchmarks/*.py))
+
+bench-quick: setup
+	@for script in $(QUICK_BENCHMARKS); do echo "$$script --quick" >&2; $(BIN)/python $$script --quick || exit 1; done
 
 clean:
 	rm -rf runs .pytest_cache

@@ -5,9 +5,14 @@ The shared data is prepared once into the work folder. Synthetic events are then
 Kitchen-only users (items of Food drawn by popularity, scores random, a few repeats and seen items
 mixed in so that every local filter has work) and written as generate's raw shards, so the
 filter stage reads exactly what it reads after `generate`. The teacher (STAR, real data only) is
-trained once and reused by later runs. Prints one JSON line.
+trained once and reused by later runs. Prints one JSON line (`food_interactions`: the prepared
+Food domain's interactions, the unit of the scales).
 
-    python benchmarks/filter.py [--workdir DIR] [--scales 1,10] [--num-cpus N]
+`--quick` checks the script end to end: a small generated world with a Food (cold) and a Kitchen
+domain (`QUICK_WORLD`, about 600 Food interactions) stands in for the shared data, so its
+figures are start-up costs, not throughput.
+
+    python benchmarks/filter.py [--workdir DIR] [--scales 1,10] [--num-cpus N] [--quick]
 """
 
 from __future__ import annotations
@@ -25,8 +30,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared" / "data" / "amazon-food-kitchen").resolve()
-FOOD_INTERACTIONS = 98_316
 ROWS_PER_SHARD = 1536  # what generate writes: 512 users x 3 interactions
+
+# --quick: Food sparse and cold (as in the shared data), most Kitchen users without Food history.
+QUICK_WORLD = {"type": "world", "users": 400, "users_per_chunk": 64, "domains": [
+    {"name": "Food", "kind": "food", "items": 80, "participation": 0.3, "activity": 5},
+    {"name": "Kitchen", "kind": "kitchen", "items": 160, "participation": 0.9, "activity": 8},
+]}
 
 STEPS = [
     {"name": "validity"}, {"name": "dedupe"}, {"name": "seen"},
@@ -38,16 +48,17 @@ STEPS = [
 ]
 
 
-def config(num_cpus: int | None):
+def config(num_cpus: int | None, quick: bool = False):
     from mdrec.config import config_from_dict
 
+    source = QUICK_WORLD if quick else {
+        "type": "table",
+        "interactions": str(SHARED / "interactions.parquet"), "items": str(SHARED / "items.parquet"),
+        "interaction_columns": {"seq": "seq"},
+    }
     return config_from_dict({
         "name": "bench-filter",
-        "data": {"source": {
-            "type": "table",
-            "interactions": str(SHARED / "interactions.parquet"), "items": str(SHARED / "items.parquet"),
-            "interaction_columns": {"seq": "seq"},
-        }, "domains": ["Food", "Kitchen"]},
+        "data": {"source": source, "domains": ["Food", "Kitchen"]},
         "prepare": {"cold_start": {"fraction": 0.2}},
         "train": {"models": [{"name": "star"}], "protocols": ["warm"], "epochs": 1, "batch_size": 4096,
                   "resources_per_worker": {"CPU": 0.5}},
@@ -103,7 +114,14 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="Work folder (kept between runs; default: a temp folder).")
     parser.add_argument("--scales", default="1,10", help="Sizes as multiples of the Food domain (comma separated).")
     parser.add_argument("--num-cpus", type=int, default=None)
+    parser.add_argument("--quick", action="store_true",
+                        help="an end-to-end check: a small generated world instead of the shared data")
     args = parser.parse_args()
+    # stdout carries the one JSON line and nothing else: Ray copies its workers' output (training logs
+    # among it) to the driver's stdout, so file descriptor 1 goes to stderr from here on.
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.path.insert(0, str(REPO))
     from mdrec.filter.stage import run_filter
     from mdrec.prepare.stage import run_prepare
@@ -111,13 +129,15 @@ def main() -> None:
     from mdrec.storage import RunDir
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mdrec-bench-filter-"))
-    cfg = config(args.num_cpus)
+    cfg = config(args.num_cpus, args.quick)
     ensure_ray(cfg.ray)
-    run_dir = RunDir(str(workdir / "run"))
-    run_prepare(cfg, run_dir)
-    figures: dict = {"food_interactions": FOOD_INTERACTIONS, "steps": [s["name"] for s in STEPS]}
+    # A quick run's prepared world never takes the place of the shared data's in a kept work folder.
+    run_dir = RunDir(str(workdir / ("run-quick" if args.quick else "run")))
+    food = run_prepare(cfg, run_dir).stats["domains"]["Food"]["interactions"]
+    figures: dict = {"benchmark": "filter", "quick": args.quick, "food_interactions": food,
+                     "steps": [s["name"] for s in STEPS]}
     for scale in [int(s) for s in args.scales.split(",")]:
-        rows = scale * FOOD_INTERACTIONS
+        rows = scale * food
         write_raw(run_dir, synthetic_events(run_dir, rows), f"{scale}x")
         if scale == 1:  # the teacher's training is not filter time: train it (or reuse it) first
             first = time.perf_counter()
@@ -132,7 +152,7 @@ def main() -> None:
         figures[f"rows_per_second_{scale}x"] = round(rows / seconds, 1)
         figures[f"step_seconds_{scale}x"] = {s["name"]: s["seconds"] for s in report["steps"]}
     figures.update(machine=platform.machine(), cpus=os.cpu_count(), python=platform.python_version())
-    print(json.dumps(figures))
+    print(json.dumps(figures), file=answer, flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ timed separately.
         [--workdir DIR] [--epochs 1] [--max-batches N]
 
 prints one JSON line.
+
+No `--quick`: every run needs RecBole, and so its venv, installed from the package index (minutes,
+and the network), which no quick check can wait for. `train.py --quick` skips RecBole (as
+`--skip-recbole`), and tests/integration/test_benchmarks.py checks only that this script's options
+parse (`--help`) and that its runner compiles.
 """
 
 from __future__ import annotations

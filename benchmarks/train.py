@@ -14,7 +14,12 @@ A full RecBole epoch of this data takes 8-30 minutes on 2 cores, so by default R
 its first `--recbole-batches` batches (of 136) and its epoch is that rate over its whole
 training split; `--recbole-batches 0` trains the full epoch.
 
-    python benchmarks/train.py [--workdir DIR] [--skip-recbole] [--recbole-loss BCE] [--recbole-batches 10]
+`--quick` checks the script end to end: a small generated world with a Food and a Kitchen domain
+(`QUICK_WORLD`) instead of the shared data, a small SASRec (`QUICK_SASREC`), and no RecBole (as
+`--skip-recbole`: RecBole needs its own venv, installed from the package index); its figures are
+start-up costs, not speed.
+
+    python benchmarks/train.py [--workdir DIR] [--skip-recbole] [--recbole-loss BCE] [--recbole-batches 10] [--quick]
 """
 
 from __future__ import annotations
@@ -35,11 +40,19 @@ SHARED = (REPO / ".." / "shared" / "data" / "amazon-food-kitchen").resolve()
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 SASREC = {"embedding_dim": 64, "max_len": 50, "num_layers": 2, "num_heads": 2}
+SHARED_SOURCE = {"type": "table", "interactions": str(SHARED / "interactions.parquet"),
+                 "items": str(SHARED / "items.parquet"), "interaction_columns": {"seq": "seq"}}
+# --quick: a world shaped like the shared data (Food sparse, Kitchen rich), small enough for seconds.
+QUICK_WORLD = {"type": "world", "users": 300, "users_per_chunk": 64, "domains": [
+    {"name": "Food", "kind": "food", "items": 60, "participation": 0.3, "activity": 5},
+    {"name": "Kitchen", "kind": "kitchen", "items": 120, "participation": 0.9, "activity": 8},
+]}
+QUICK_SASREC = {"embedding_dim": 16, "max_len": 10, "num_layers": 1, "num_heads": 1}
 NEGATIVES = 4
 BATCH = 2048
 
 
-def bench_config(models: list[dict], workers: int):
+def bench_config(models: list[dict], workers: int, source: dict):
     from mdrec.config import config_from_dict
 
     # Two cores: one worker takes one CPU and both threads; two workers half a CPU and one thread
@@ -47,9 +60,7 @@ def bench_config(models: list[dict], workers: int):
     per_worker = {"CPU": 1.0} if workers == 1 else {"CPU": 0.5}
     return config_from_dict({
         "name": "bench-train",
-        "data": {"source": {"type": "table", "interactions": str(SHARED / "interactions.parquet"),
-                            "items": str(SHARED / "items.parquet"), "interaction_columns": {"seq": "seq"}},
-                 "domains": ["Food", "Kitchen"]},
+        "data": {"source": source, "domains": ["Food", "Kitchen"]},
         "train": {"models": models, "protocols": ["warm"], "epochs": 1, "batch_size": BATCH, "lr": 0.002,
                   "negatives_per_positive": NEGATIVES, "num_workers": workers, "resources_per_worker": per_worker,
                   "torch_threads": max(1, (os.cpu_count() or 2) // workers)},
@@ -58,12 +69,12 @@ def bench_config(models: list[dict], workers: int):
     })
 
 
-def train_once(run_dir, model: dict, workers: int) -> dict:
+def train_once(run_dir, model: dict, workers: int, source: dict) -> dict:
     from mdrec.experiment import RunKey
     from mdrec.data.schema import Protocol
     from mdrec.train.stage import load_prepared, train_model
 
-    cfg = bench_config([model], workers)
+    cfg = bench_config([model], workers, source)
     prepared = load_prepared(run_dir, Protocol.warm)
     key = RunKey(model["name"], "real", Protocol.warm, 0)
     # The fingerprint ignores the worker count: force, so each count really trains.
@@ -74,12 +85,12 @@ def train_once(run_dir, model: dict, workers: int) -> dict:
             "validation_seconds": round(epoch["eval_seconds"], 2), "fit_seconds": result["seconds"]}
 
 
-def evaluate_all(run_dir, models: list[dict]) -> dict:
+def evaluate_all(run_dir, models: list[dict], source: dict) -> dict:
     from mdrec.data.schema import Protocol
     from mdrec.evaluate.stage import evaluate_protocol
     from mdrec.experiment import grid
 
-    cfg = bench_config(models, 1)
+    cfg = bench_config(models, 1, source)
     keys = grid(cfg)
     out = {}
     for key in keys:  # one pass per model, so each time is that model's alone
@@ -96,7 +107,17 @@ def main() -> None:
     parser.add_argument("--recbole-loss", default="BCE", choices=["BCE", "CE"],
                         help="RecBole SASRec loss (BCE runs as RecBole's BPR: one sampled negative)")
     parser.add_argument("--recbole-batches", type=int, default=10, help="RecBole batches to time (0: a whole epoch)")
+    parser.add_argument("--quick", action="store_true",
+                        help="an end-to-end check: a small generated world, a small SASRec, no RecBole")
     args = parser.parse_args()
+    if args.quick:
+        args.skip_recbole = True
+    # stdout carries the one JSON line and nothing else: Ray copies its workers' output (training logs
+    # among it) to the driver's stdout, so file descriptor 1 goes to stderr from here on.
+    answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    source, sasrec = (QUICK_WORLD, QUICK_SASREC) if args.quick else (SHARED_SOURCE, SASREC)
 
     from mdrec.config import RayConfig
     from mdrec.prepare.stage import run_prepare
@@ -105,15 +126,17 @@ def main() -> None:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mdrec-bench-train-"))
     ensure_ray(RayConfig(progress_bars=False))
-    run_dir = RunDir(str(workdir / "run"))
-    run_prepare(bench_config([{"name": "star"}], 1), run_dir)
-    models = [{"name": "sasrec", "params": SASREC}, {"name": "star", "params": {}}]
-    results: dict = {"benchmark": "train", "data": "amazon-food-kitchen (warm protocol)"}
+    # A quick run's prepared world never takes the place of the shared data's in a kept work folder.
+    run_dir = RunDir(str(workdir / ("run-quick" if args.quick else "run")))
+    run_prepare(bench_config([{"name": "star"}], 1, source), run_dir)
+    models = [{"name": "sasrec", "params": sasrec}, {"name": "star", "params": {}}]
+    results: dict = {"benchmark": "train", "quick": args.quick,
+                     "data": f"{'a small world' if args.quick else 'amazon-food-kitchen'} (warm protocol)"}
     for model in models:
         for workers in (1, 2):
-            results[f"{model['name']}_{workers}w"] = train_once(run_dir, model, workers)
+            results[f"{model['name']}_{workers}w"] = train_once(run_dir, model, workers, source)
     # The last trained weights of each model (2 workers) are the ones scored.
-    results["evaluation"] = evaluate_all(run_dir, models)
+    results["evaluation"] = evaluate_all(run_dir, models, source)
     for name, ev in results["evaluation"].items():
         ev["score_vs_epoch"] = round(ev["score_seconds"] / ev["epoch_seconds"], 2)
 
@@ -136,7 +159,7 @@ def main() -> None:
         results["sasrec_epoch_vs_recbole"] = round(ours["epoch_seconds"] / epoch, 3)
         results["sasrec_positives_per_s_vs_recbole"] = round(ours["positives_per_s"] / peer["samples_per_s"], 2)
     results.update({"python": platform.python_version(), "machine": f"{os.cpu_count()} cores", "workdir": str(workdir)})
-    print(json.dumps(results))
+    print(json.dumps(results), file=answer, flush=True)
 
 
 if __name__ == "__main__":

@@ -104,8 +104,9 @@ def choose(values: pd.DataFrame, max_other_drop: float, min_gain: float = 0.0) -
         if skipped:
             why += f"; not eligible (other domains more than {max_other_drop:.0%} worse): {', '.join(skipped)}"
         if unsure:
-            why += (f"; above real-only but by no more than {min_gain:g} or not in every seed: "
-                    f"{', '.join(unsure)}")
+            rule = "not in every validation seed" if min_gain <= 0 else \
+                f"by no more than {min_gain:g} or not in every validation seed"
+            why += f"; above real-only but {rule}: {', '.join(unsure)}"
         picks.append(Pick(str(protocol), str(model), best, float(rows.loc[best, "cold"]), float(real["cold"]),
                           ceiling, None if ceiling is None else float(oracle.loc[ceiling, "cold"]), why))
     return picks
