@@ -29,6 +29,9 @@ def test_repo_configs_load(in_repo_root):
     demo = load_config("configs/demo.yaml")
     assert isinstance(demo.data.source, WorldSourceConfig)
     assert [d.name for d in demo.data.source.domains] == ["Books", "Movies", "Music"]
+    thin = load_config("configs/world-thin.yaml")  # the sweep where synthetic rows help
+    assert set(thin.sweep.backends) == {"cooccurrence", "semantic", "oracle"}
+    assert thin.generate.backend.type == "semantic" and thin.prepare.cold_start.fraction == 0.8
 
 
 def test_overrides_keep_yaml_types(tmp_path):
