@@ -32,9 +32,27 @@ def ensure_ray(cfg: RayConfig) -> None:
             tmp = os.environ.get("RAY_TMPDIR") or cfg.tmpdir or os.path.join(tempfile.gettempdir(), "mdrec-ray")
             os.makedirs(tmp, exist_ok=True)
             os.environ.setdefault("RAY_TMPDIR", tmp)
-            ray.init(num_cpus=cfg.num_cpus, _temp_dir=tmp, **kwargs)
+            _start_local(lambda: ray.init(num_cpus=cfg.num_cpus, _temp_dir=tmp, **kwargs))
             placement.mark_started_here(True)
     configure_data_context(cfg)
+
+
+STARTUP_TIMEOUT = ("timed out during startup", "while waiting for node to startup")
+
+
+def _start_local(start, attempts: int = 2) -> None:
+    """Start a local Ray, again once if its node missed Ray's fixed 30 s start-up wait: on a
+    laptop whose cores are busy (another Ray, a build) the raylet can be that slow to register."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            start()
+            return
+        except Exception as e:  # Ray raises a bare Exception (or TimeoutError) for this
+            if attempt == attempts or not any(text in str(e) for text in STARTUP_TIMEOUT):
+                raise
+            ray.shutdown()  # the half-started node's processes go before the next try
 
 
 def configure_data_context(cfg: RayConfig) -> None:
