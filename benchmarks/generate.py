@@ -60,7 +60,7 @@ packaged:smollm2-135m-instruct, one engine thread each side (so take the rates a
 | choose, a context (prompt ~425 tokens, ~18 generated) | 0.34-0.45, either side |
 | score, a context (20 requests of ~153 tokens) | 0.4-1.3 (20-65 ms a request) |
 | `--repeats 1 --contexts 16 --score-contexts 4` (both modes) | 330-350 |
-| `--quick` (tiny model, choose, 8 and 16 contexts, one repeat) | 130 in all |
+| `--quick` (tiny model, choose, 8 and 16 contexts, one repeat) | 130 in all on quiet cores; 282 beside two other Ray jobs |
 
 So one repeat at the defaults (choose 32 and 128 contexts, score 16 and 64) is 7-8 minutes
 (bare ~3, pipeline 4.5-5; about 3.5 of it start-ups), and the whole run (3 repeats) 20-25 minutes
