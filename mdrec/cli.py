@@ -214,13 +214,15 @@ def sweep(config: str, run_dir: str | None, overrides: tuple[str, ...], force: b
     <run-dir>/backends/<name>/ beside a copy of the prepared data), the modes and denoising to
     try, and the validation and test seeds. The validation pass trains every model of
     sweep.models under real-only and every backend x mode with the validation seeds, and picks
-    per protocol and model the arm with the best cold-domain validation value (real-only wins
-    ties; an arm that costs the other domains more than sweep.max_other_drop is not picked;
-    oracle backends are ceilings, never picked). It commits <run-dir>/sweep/validation/
-    (validation.csv, arms.csv, picks.json, report.md). The test pass trains real-only, each pick
-    and the oracle's best arm with the test seeds, scores them on test and commits
-    <run-dir>/sweep/test/report.md: the validation table, the picks and why, and each pick
-    against real-only per domain (paired t-test over cases, Holm, seeds better).
+    per protocol and model the arm with the best cold-domain validation value among those above
+    real-only by more than sweep.min_gain in every validation seed (real-only wins ties; an arm
+    that costs the other domains more than sweep.max_other_drop is not picked; oracle backends
+    are ceilings, never picked). It commits <run-dir>/sweep/validation/ (validation.csv,
+    arms.csv, picks.json, report.md). The test pass trains real-only, each pick and the oracle's
+    best arm with the test seeds, scores them on test and commits <run-dir>/sweep/test/
+    (report.md, summary.csv, comparison.csv, lift_by_rows.csv): the validation table, the picks
+    and why, each pick against real-only per domain (paired t-test over cases, Holm, seeds
+    better), and each arm's lift split by whether its backend wrote the case's answer.
     """
     from mdrec.sweep import plan
     from mdrec.sweep.report import headline
