@@ -44,7 +44,7 @@ from mdrec.generate.cooccurrence import cooccurrence_matrix, visible_rows
 from mdrec.generate.contexts import (ContextPlan, SelectionRule, build_contexts, selection_histograms,
                                      threshold_for)
 from mdrec.generate.histories import build_histories
-from mdrec.generate.titles import check_titles
+from mdrec.generate.titles import check_titles, title_similar_slots
 from mdrec.generate.shard_store import ShardStore
 from mdrec.storage import RunDir
 from mdrec.tally import tally_counts
@@ -86,8 +86,7 @@ def resolve_targets(cfg: MdrecConfig, domains: pd.DataFrame) -> list[int]:
 
 
 def needs_encoder(cfg: MdrecConfig) -> bool:
-    c = cfg.generate.candidates
-    return c.size > c.popular + c.cooccurring or isinstance(cfg.generate.backend, SemanticBackendConfig)
+    return title_similar_slots(cfg) or isinstance(cfg.generate.backend, SemanticBackendConfig)
 
 
 def needs_votes(cfg: MdrecConfig) -> bool:

@@ -11,14 +11,21 @@ from mdrec.errors import DataError
 NEED_NO_TITLES = "popularity, cooccurrence and translator"
 
 
+def backend_reads_titles(cfg: MdrecConfig) -> bool:
+    """The backend reads the candidates' and the user's history's titles."""
+    return isinstance(cfg.generate.backend, (SemanticBackendConfig, VllmBackendConfig))
+
+
+def title_similar_slots(cfg: MdrecConfig) -> bool:
+    """The candidate list has slots left after the popular and co-occurring ones: title similarity fills them."""
+    c = cfg.generate.candidates
+    return c.size > c.popular + c.cooccurring
+
+
 def title_readers(cfg: MdrecConfig) -> list[str]:
     """The parts of the generate config that read titles, as the config names them."""
-    readers = []
-    backend = cfg.generate.backend
-    if isinstance(backend, (SemanticBackendConfig, VllmBackendConfig)):
-        readers.append(f"generate.backend ({backend.type})")
-    c = cfg.generate.candidates
-    if c.size > c.popular + c.cooccurring:  # the rest of the list is filled by title similarity
+    readers = [f"generate.backend ({cfg.generate.backend.type})"] if backend_reads_titles(cfg) else []
+    if title_similar_slots(cfg):
         readers.append("generate.candidates (its title-similar slots)")
     return readers
 
@@ -41,7 +48,7 @@ def check_titles(cfg: MdrecConfig, items: pd.DataFrame, domains: pd.DataFrame, t
             raise DataError(f"{where}: {readers[0]} reads item titles, but target domain {names[d]!r} has none "
                             f"({size:,} of {size:,} items lack a title); the {NEED_NO_TITLES} backends need no titles")
     sources = [d for d in by_domain.index if d not in targets]
-    if sources and isinstance(cfg.generate.backend, (SemanticBackendConfig, VllmBackendConfig)):
+    if sources and backend_reads_titles(cfg):
         have = int(by_domain.loc[sources, "sum"].sum())
         if have == 0:
             size = int(by_domain.loc[sources, "size"].sum())

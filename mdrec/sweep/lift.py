@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import enum
 
-import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from mdrec.data.schema import Split
+from mdrec.config import Variant
+from mdrec.data.schema import Protocol, Split
 from mdrec.storage import RunDir
 
 
@@ -37,13 +37,11 @@ def test_targets(run_dir: RunDir, protocol: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def written_rows(home: RunDir, variant: str, protocol: str) -> pd.DataFrame:
+def written_rows(home: RunDir, variant: Variant, protocol: Protocol) -> pd.DataFrame:
     """The (user_idx, item_idx) pairs a backend wrote for one protocol, in its run directory."""
-    location = home.stage(f"synthetic/{variant}").location
-    if not location.files():
-        return pd.DataFrame({"user_idx": np.array([], dtype=np.int64), "item_idx": np.array([], dtype=np.int64)})
-    table = location.read_table(columns=["user_idx", "item_idx", "protocol"], filter=pc.field("protocol") == protocol)
-    return table.select(["user_idx", "item_idx"]).to_pandas()
+    from mdrec.train.stage import read_synthetic
+
+    return read_synthetic(home, protocol, variant, ["user_idx", "item_idx"])[0]
 
 
 def case_groups(targets: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:

@@ -62,7 +62,7 @@ def validation_report(values: pd.DataFrame, picks: list[Pick], sweep: SweepConfi
 
 
 def test_report(run_dir: RunDir, picks: list[Pick], cases: pd.DataFrame, long: pd.DataFrame,
-                lift: pd.DataFrame | None = None) -> dict:
+                lift: pd.DataFrame) -> dict:
     """Markdown and tables of the test pass: real-only against each pick and ceiling, case by case."""
     summary = tables.aggregate(long)
     comparison = compare.compare(cases, summary)
@@ -83,7 +83,7 @@ def test_report(run_dir: RunDir, picks: list[Pick], cases: pd.DataFrame, long: p
              "beats real-only.", ""]
     for domain, table in compare.comparison_tables(comparison).items():
         parts += [f"### {domain} ({roles[domain]} domain)", "", table, ""]
-    if lift is not None and not lift.empty:
+    if not lift.empty:
         parts += ["### Where the lift comes from", "",
                   "Each scored arm's test cases split by the rows its backend wrote for the case's user: the "
                   "case's answer among them, other rows only, or none (NDCG@10 per case averaged over the test "
@@ -94,8 +94,7 @@ def test_report(run_dir: RunDir, picks: list[Pick], cases: pd.DataFrame, long: p
         parts += [f"### {domain}: every scored run", "", table, ""]
     if comparison.empty:
         parts += ["Validation picked real-only everywhere and no oracle arm was swept: nothing to compare.", ""]
-    return {"markdown": "\n".join(parts), "summary": summary, "comparison": comparison,
-            "lift": lift if lift is not None else pd.DataFrame()}
+    return {"markdown": "\n".join(parts), "summary": summary, "comparison": comparison, "lift": lift}
 
 
 def headline(comparison: pd.DataFrame) -> list[str]:

@@ -169,7 +169,7 @@ def _lift(run_dir: RunDir, evaluations: list[tuple[SweepArm, RunDir, dict]], cas
         if protocol not in targets:
             targets[protocol] = lift.test_targets(run_dir, protocol)
         groups[(arm.name, protocol)] = lift.case_groups(
-            targets[protocol], lift.written_rows(home, arm.arm.variant.value, protocol))
+            targets[protocol], lift.written_rows(home, arm.arm.variant, Protocol(protocol)))
     return lift.lift_by_group(cases, groups, plan.REAL)
 
 

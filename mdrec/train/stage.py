@@ -149,21 +149,27 @@ def synthetic_rows(run_dir: RunDir, protocol: Protocol, variant: Variant,
     They never reach validation or test: those read only `prepared/cases`. Each row is placed
     just after its user's last real training row (see InteractionContext.next_ts).
     """
+    # rejected_item_idx: the candidate the backend found least likely (pairwise mode's negative)
+    rows, fingerprint = read_synthetic(run_dir, protocol, variant,
+                                       ["user_idx", "item_idx", "domain_idx", "rejected_item_idx", "score"])
+    rows["rejected_item_idx"] = rows["rejected_item_idx"].fillna(-1).astype(np.int64)  # null: the backend named none
+    rows["ts"] = real.next_ts(rows["user_idx"].to_numpy())
+    return rows, fingerprint
+
+
+def read_synthetic(run_dir: RunDir, protocol: Protocol, variant: Variant, columns: list[str]) -> tuple[pd.DataFrame, str]:
+    """The given columns of a variant's committed synthetic rows for one protocol, and the commit's
+    fingerprint; one line naming the stage to run when there is none yet."""
     stage = run_dir.stage(f"synthetic/{variant.value}")
     record = stage.commit_record()
     if record is None:
         step = "generate" if variant is Variant.raw else "filter"
         raise DataError(f"{stage.location.uri}: no {variant.value} synthetic interactions yet (run `mdrec {step}` first)")
-    # rejected_item_idx: the candidate the backend found least likely (pairwise mode's negative)
-    columns = ["user_idx", "item_idx", "domain_idx", "rejected_item_idx", "score"]
     if stage.location.files():
         table = stage.location.read_table(columns=[*columns, "protocol"], filter=pc.field("protocol") == protocol.value)
-        rows = table.select(columns).to_pandas()
-    else:
-        rows = pd.DataFrame({c: np.array([], dtype=np.float64 if c == "score" else np.int64) for c in columns})
-    rows["rejected_item_idx"] = rows["rejected_item_idx"].fillna(-1).astype(np.int64)  # null: the backend named none
-    rows["ts"] = real.next_ts(rows["user_idx"].to_numpy())
-    return rows, record["fingerprint"]
+        return table.select(columns).to_pandas(), record["fingerprint"]
+    return pd.DataFrame({c: np.array([], dtype=np.float64 if c == "score" else np.int64) for c in columns}), \
+        record["fingerprint"]
 
 
 def with_variant(prepared: PreparedData, run_dir: RunDir, arm: Arm) -> PreparedData:
